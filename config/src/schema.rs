@@ -1,0 +1,381 @@
+//! The typed shape of `edge.toml`, with the documented defaults.
+//!
+//! Field names are public contract (DESIGN.md): extend, never rename.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's identity and process settings.
+    #[serde(default)]
+    pub node: Node,
+    /// The admin listener (health, metrics, purge, reload).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Data-plane listeners; at least one.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Cache tiers.
+    #[serde(default)]
+    pub cache: Cache,
+    /// Limits applied to downstream requests.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Sites, matched by the request's Host.
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    /// Upstream pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+}
+
+/// `[node]`: identity and process settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Node {
+    /// Appears in `Via`, `Cache-Status` and `CDN-Loop`.
+    pub id: String,
+    /// Whether this node is an edge or a shield.
+    pub role: Role,
+    /// Worker threads, each with its own runtime and listener sockets; default one per core.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM before the process exits.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node {
+            id: "edge".to_owned(),
+            role: Role::Edge,
+            workers: None,
+            // 30 s: long enough for typical object downloads to finish, short
+            // enough for an orchestrator's stop timeout (systemd's default is 90 s).
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A node's place in the hop chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Serves clients.
+    Edge,
+    /// Serves other edge nodes, in front of the origin.
+    Shield,
+}
+
+/// `[admin]`: the admin API listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Loopback by default: the admin API is not for the public.
+    #[serde(with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Bearer token required by mutating endpoints, when set.
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
+        }
+    }
+}
+
+/// `[[listeners]]`: one data-plane address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Address to bind; port 0 picks a free port (printed at start).
+    #[serde(with = "socket_addr")]
+    pub addr: SocketAddr,
+    /// TLS termination on this listener.
+    pub tls: Option<ListenerTls>,
+}
+
+/// `tls = { certs = [...] }` on a listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates, chosen by SNI.
+    pub certs: Vec<CertPair>,
+}
+
+/// One certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Served when no SNI name matches.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `[cache]`: cache tiers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Memory tier capacity in bytes.
+    #[serde(with = "size")]
+    pub memory: u64,
+    /// Optional disk tier below memory.
+    pub disk: Option<DiskCache>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            memory: 256 * 1024 * 1024,
+            disk: None,
+        }
+    }
+}
+
+/// `[cache] disk = { path, size }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskCache {
+    /// Directory holding the store.
+    pub path: PathBuf,
+    /// Capacity in bytes.
+    #[serde(with = "size")]
+    pub size: u64,
+}
+
+/// `[limits]`: bounds on what a downstream client may send.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request header section (request line + headers); larger gets 431.
+    #[serde(with = "size")]
+    pub max_header_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 32 KiB: above nginx's default large_client_header_buffers (4 × 8 KiB)
+        // so real browsers with big cookies pass, small enough to bound memory.
+        Limits {
+            max_header_size: 32 * 1024,
+        }
+    }
+}
+
+/// `[[sites]]`: requests for these hosts go to this pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Exact names, `*.suffix` wildcards, or `*` for the default site.
+    pub hosts: Vec<String>,
+    /// Name of the origin pool.
+    pub pool: String,
+    /// Name of a pool of shield nodes to fetch through.
+    pub shield: Option<String>,
+}
+
+/// `[pools.NAME]`: a set of upstream endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// `host:port`; names resolve via DNS.
+    pub endpoints: Vec<String>,
+    /// Endpoint selection.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Active health check.
+    pub health: Option<HealthCheck>,
+    /// TCP connect timeout; a failure answers 502.
+    #[serde(default = "defaults::connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response head; exceeded answers 504.
+    #[serde(default = "defaults::response_timeout", with = "duration")]
+    pub response_timeout: Duration,
+    /// Longest pause between two chunks of a body, either direction.
+    #[serde(default = "defaults::body_timeout", with = "duration")]
+    pub body_timeout: Duration,
+    /// Idle keepalive connections kept per endpoint, per worker.
+    #[serde(default = "defaults::max_idle_per_endpoint")]
+    pub max_idle_per_endpoint: usize,
+    /// How long an idle keepalive connection is kept.
+    #[serde(default = "defaults::idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+/// Endpoint selection strategy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Power of two choices on least in-flight requests.
+    #[default]
+    P2c,
+    /// Power of two choices on peak-EWMA latency.
+    Ewma,
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// Consistent hashing on the cache key.
+    Hash,
+}
+
+/// `health = { path, interval }` on a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// Time between checks.
+    #[serde(default = "defaults::health_interval", with = "duration")]
+    pub interval: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    // 3 s: a connect on a healthy network takes well under one RTT-bound
+    // second; a SYN retransmit (1 s, then 3 s on Linux) means trouble.
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    // 30 s to the first response byte, as nginx's proxy_read_timeout (60 s)
+    // halved: an origin that slow is better reported than waited on.
+    pub fn response_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    // 64 idle connections per endpoint per worker keeps reuse high under
+    // bursts without holding thousands of sockets on the origin.
+    pub fn max_idle_per_endpoint() -> usize {
+        64
+    }
+    // 60 s, below the common 75 s+ keepalive of origin servers so we close
+    // first and never send on a connection the origin is closing.
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+}
+
+/// Durations written as `500ms`, `2s`, `1m` (humantime syntax).
+///
+/// A visitor rather than `String::deserialize` so a wrong type reads
+/// "invalid type: integer `2`, expected a duration like ..." instead of
+/// "expected a string".
+mod duration {
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+    use std::fmt;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_str(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(r#"a duration with a unit, like "500ms", "2s" or "1m""#)
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| {
+                E::custom(format!(
+                    "invalid duration {text:?} ({e}); expected a number with a unit, like \"500ms\", \"2s\" or \"1m\""
+                ))
+            })
+        }
+    }
+}
+
+/// Sizes written as `32KiB`, `512MiB`, `20GiB` (or a plain number of bytes).
+///
+/// A visitor rather than an untagged enum: untagged enums buffer the value
+/// and report "did not match any variant", which tells the user nothing.
+mod size {
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+    use std::fmt;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(SizeVisitor)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(r#"a size like "32KiB", "512MiB" or "20GiB", or a number of bytes"#)
+        }
+
+        fn visit_u64<E: Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+
+        fn visit_i64<E: Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<u64, E> {
+            text.parse::<bytesize::ByteSize>()
+                .map(|s| s.as_u64())
+                .map_err(|e| {
+                    E::custom(format!(
+                        "invalid size {text:?} ({e}); expected a number with a unit, like \"32KiB\", \"512MiB\" or \"20GiB\""
+                    ))
+                })
+        }
+    }
+}
+
+/// Socket addresses written as `IP:port`; names are not allowed here because
+/// a listener binds before any resolver runs.
+mod socket_addr {
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+    use std::fmt;
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        d.deserialize_str(SocketAddrVisitor)
+    }
+
+    struct SocketAddrVisitor;
+
+    impl Visitor<'_> for SocketAddrVisitor {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(r#"an IP address and port, like "0.0.0.0:8080" or "[::]:8443""#)
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<SocketAddr, E> {
+            text.parse().map_err(|_| {
+                E::custom(format!(
+                    "invalid socket address {text:?}; expected an IP address and port, like \"0.0.0.0:8080\" or \"[::]:8443\" (host names are not allowed)"
+                ))
+            })
+        }
+    }
+}

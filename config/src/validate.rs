@@ -1,0 +1,591 @@
+//! Rules a config must follow beyond its types: cross-references between
+//! sections, host and endpoint syntax, and sane bounds.
+//!
+//! Pure: works on the typed [`Config`] and returns the key path at fault;
+//! [`ConfigError::invalid`](crate::ConfigError) turns that path into a
+//! line and column. The first broken rule wins, checked section by section.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use crate::locate::KeyPath;
+use crate::{Config, Pool};
+
+/// A broken rule: where, and what to do about it.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) path: KeyPath,
+    pub(crate) message: String,
+}
+
+type Checked = Result<(), Invalid>;
+
+fn invalid(path: KeyPath, message: impl Into<String>) -> Checked {
+    Err(Invalid {
+        path,
+        message: message.into(),
+    })
+}
+
+/// Smallest accepted `limits.max_header_size`: 8 KiB, because hyper bounds
+/// a request head by its read buffer and refuses buffers under 8 KiB; it is
+/// also nginx's default per-line limit, so real browsers fit.
+const MIN_HEADER_SIZE: u64 = 8 * 1024;
+/// Largest accepted `limits.max_header_size`: 1 MiB per connection is
+/// already 1 GiB for 1000 slow clients; headers beyond it are an attack.
+const MAX_HEADER_SIZE: u64 = 1024 * 1024;
+
+/// Checks every rule; the first broken one is returned.
+pub(crate) fn validate(config: &Config) -> Checked {
+    let root = KeyPath::root();
+    node(config, &root.key("node"))?;
+    limits(config, &root.key("limits"))?;
+    listeners(config, &root.key("listeners"))?;
+    for (name, pool) in &config.pools {
+        self::pool(pool, &root.key("pools").key(name))?;
+    }
+    sites(config, &root.key("sites"))
+}
+
+fn node(config: &Config, path: &KeyPath) -> Checked {
+    let node = &config.node;
+    if node.id.is_empty() {
+        return invalid(
+            path.key("id"),
+            "must not be empty; it names this node in Via, Cache-Status and CDN-Loop, like \"edge-1\"",
+        );
+    }
+    if let Some(bad) = node.id.chars().find(|&c| !is_tchar(c)) {
+        return invalid(
+            path.key("id"),
+            format!(
+                "{:?} contains {bad:?}; a node id goes into Via and CDN-Loop headers and must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~), like \"edge-1\"",
+                node.id
+            ),
+        );
+    }
+    if node.workers == Some(0) {
+        return invalid(
+            path.key("workers"),
+            "must be at least 1; leave it out to run one worker per CPU core",
+        );
+    }
+    nonzero(node.drain_timeout, path.key("drain_timeout"))
+}
+
+/// `tchar` of RFC 9110 §5.6.2: what a `token` (Via's pseudonym, RFC 9110
+/// §7.6.3; CDN-Loop's cdn-id, RFC 8586 §2) may contain.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn nonzero(duration: Duration, path: KeyPath) -> Checked {
+    if duration.is_zero() {
+        return invalid(
+            path,
+            "must be greater than zero; write a duration like \"500ms\", \"2s\" or \"1m\"",
+        );
+    }
+    Ok(())
+}
+
+fn limits(config: &Config, path: &KeyPath) -> Checked {
+    let size = config.limits.max_header_size;
+    if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&size) {
+        return invalid(
+            path.key("max_header_size"),
+            format!("{size} bytes is out of range; expected between 8KiB and 1MiB, like \"32KiB\""),
+        );
+    }
+    Ok(())
+}
+
+fn listeners(config: &Config, path: &KeyPath) -> Checked {
+    if config.listeners.is_empty() {
+        return invalid(
+            path.clone(),
+            "no listeners; add at least one [[listeners]] table with addr = \"0.0.0.0:8080\"",
+        );
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let addr = listener.addr;
+        // Port 0 asks the OS for a free port, so several such listeners never clash.
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some(first) = config.listeners[..i].iter().position(|l| l.addr == addr) {
+            return invalid(
+                path.index(i).key("addr"),
+                format!(
+                    "{addr} is already used by listeners[{first}]; each listener needs its own address"
+                ),
+            );
+        }
+        if addr == config.admin.listen {
+            return invalid(
+                path.index(i).key("addr"),
+                format!(
+                    "{addr} is already used by admin.listen; give the admin API its own address"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pool(pool: &Pool, path: &KeyPath) -> Checked {
+    if pool.endpoints.is_empty() {
+        return invalid(
+            path.key("endpoints"),
+            "empty; a pool needs at least one endpoint, like [\"10.0.0.5:8080\"]",
+        );
+    }
+    for (i, endpoint) in pool.endpoints.iter().enumerate() {
+        if let Err(why) = check_endpoint(endpoint) {
+            return invalid(
+                path.key("endpoints").index(i),
+                format!(
+                    "invalid endpoint {endpoint:?} ({why}); expected host:port, like \"10.0.0.5:8080\", \"origin.internal:80\" or \"[::1]:80\""
+                ),
+            );
+        }
+    }
+    if let Some(health) = &pool.health {
+        if !health.path.starts_with('/') {
+            return invalid(
+                path.key("health").key("path"),
+                format!(
+                    "{:?} is not an absolute path; expected one starting with \"/\", like \"/health\"",
+                    health.path
+                ),
+            );
+        }
+        nonzero(health.interval, path.key("health").key("interval"))?;
+    }
+    nonzero(pool.connect_timeout, path.key("connect_timeout"))?;
+    nonzero(pool.response_timeout, path.key("response_timeout"))?;
+    nonzero(pool.body_timeout, path.key("body_timeout"))?;
+    nonzero(pool.idle_timeout, path.key("idle_timeout"))
+}
+
+/// `host:port` with a DNS name, IPv4 address or bracketed IPv6 address.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let port = if let Some(rest) = endpoint.strip_prefix('[') {
+        let (ip, port) = rest
+            .split_once("]:")
+            .ok_or("missing port after the IPv6 address")?;
+        ip.parse::<Ipv6Addr>()
+            .map_err(|_| "not a valid IPv6 address")?;
+        port
+    } else {
+        let (host, port) = endpoint.rsplit_once(':').ok_or("missing port")?;
+        if host.contains(':') {
+            return Err("IPv6 addresses need brackets");
+        }
+        if !is_dns_name(host) {
+            return Err("not a valid host name");
+        }
+        port
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("port must be a number from 1 to 65535"),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Letters, digits, `-` and `_` in dot-separated labels of 1 to 63
+/// characters, at most 253 in all (RFC 1035 §2.3.4); `_` is allowed because
+/// real internal names (service records, Docker hosts) use it.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `*`, an exact name, or `*.suffix` (wildcard only as the whole first label).
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host == "*" {
+        return Ok(());
+    }
+    let ipv6 = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok());
+    if ipv6 {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.contains('*') {
+        return Err("a wildcard is allowed only as the whole first label, like \"*.example.com\"");
+    }
+    if name.contains(':') {
+        return Err("hosts are matched without the port; remove \":port\"");
+    }
+    if !is_dns_name(name) {
+        return Err("expected a host name like \"example.com\", \"*.example.com\" or \"*\"");
+    }
+    Ok(())
+}
+
+fn sites(config: &Config, path: &KeyPath) -> Checked {
+    // Lower-cased host -> index of the site that claimed it first.
+    let mut claimed: HashMap<String, usize> = HashMap::new();
+    for (i, site) in config.sites.iter().enumerate() {
+        let site_path = path.index(i);
+        if site.hosts.is_empty() {
+            return invalid(
+                site_path.key("hosts"),
+                "empty; list at least one host, like [\"example.com\"], or [\"*\"] for the default site",
+            );
+        }
+        for (j, host) in site.hosts.iter().enumerate() {
+            let host_path = site_path.key("hosts").index(j);
+            if let Err(why) = check_host(host) {
+                return invalid(host_path, format!("invalid host {host:?}: {why}"));
+            }
+            // Host matching is case-insensitive (RFC 9110 §4.2.3), so are duplicates.
+            if let Some(&other) = claimed.get(&host.to_ascii_lowercase()) {
+                let whose = if other == i {
+                    "this site".to_owned()
+                } else {
+                    format!("sites[{other}]")
+                };
+                return invalid(
+                    host_path,
+                    format!(
+                        "host {host:?} is already listed by {whose}; each host belongs to one site"
+                    ),
+                );
+            }
+            claimed.insert(host.to_ascii_lowercase(), i);
+        }
+        pool_ref(config, &site.pool, site_path.key("pool"))?;
+        if let Some(shield) = &site.shield {
+            pool_ref(config, shield, site_path.key("shield"))?;
+        }
+    }
+    Ok(())
+}
+
+fn pool_ref(config: &Config, name: &str, path: KeyPath) -> Checked {
+    if config.pools.contains_key(name) {
+        return Ok(());
+    }
+    let message = if config.pools.is_empty() {
+        format!("unknown pool {name:?}; no pools are defined, add a [pools.{name}] table")
+    } else {
+        let known: Vec<_> = config.pools.keys().map(|k| format!("{k:?}")).collect();
+        format!("unknown pool {name:?}; known pools: {}", known.join(", "))
+    };
+    invalid(path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_error;
+
+    /// A valid base; each case appends to it, so case lines start at 7.
+    const BASE: &str = "\
+[[listeners]]
+addr = \"0.0.0.0:8080\"
+
+[pools.origin]
+endpoints = [\"127.0.0.1:9000\"]
+
+";
+
+    /// Broken rules: (text after [`BASE`], line, column, key, part of the message).
+    #[test]
+    fn rules() {
+        let cases: &[(&str, usize, usize, &str, &str)] = &[
+            // Sites name existing pools.
+            (
+                "[[sites]]\nhosts = [\"a.com\"]\npool = \"orign\"\n",
+                9,
+                8,
+                "sites[0].pool",
+                "unknown pool \"orign\"; known pools: \"origin\"",
+            ),
+            (
+                "[pools.shields]\nendpoints = [\"10.0.0.5:8080\"]\n[[sites]]\nhosts = [\"a.com\"]\npool = \"origin\"\nshield = \"shield\"\n",
+                12,
+                10,
+                "sites[0].shield",
+                "unknown pool \"shield\"; known pools: \"origin\", \"shields\"",
+            ),
+            // Hosts: non-empty, well-formed, unique across sites ignoring case.
+            (
+                "[[sites]]\nhosts = []\npool = \"origin\"\n",
+                8,
+                9,
+                "sites[0].hosts",
+                "empty; list at least one host",
+            ),
+            (
+                "[[sites]]\nhosts = [\"a.com\", \"a.*.com\"]\npool = \"origin\"\n",
+                8,
+                19,
+                "sites[0].hosts[1]",
+                "invalid host \"a.*.com\": a wildcard is allowed only as the whole first label",
+            ),
+            (
+                "[[sites]]\nhosts = [\"a.com:80\"]\npool = \"origin\"\n",
+                8,
+                10,
+                "sites[0].hosts[0]",
+                "remove \":port\"",
+            ),
+            (
+                "[[sites]]\nhosts = [\"example.com\", \"*\"]\npool = \"origin\"\n\
+                 [[sites]]\nhosts = [\"b.com\", \"Example.COM\"]\npool = \"origin\"\n",
+                11,
+                19,
+                "sites[1].hosts[1]",
+                "host \"Example.COM\" is already listed by sites[0]",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\", \"*\"]\npool = \"origin\"\n",
+                8,
+                15,
+                "sites[0].hosts[1]",
+                "host \"*\" is already listed by this site",
+            ),
+            // Pools: at least one endpoint, each host:port.
+            (
+                "[pools.empty]\nendpoints = []\n",
+                8,
+                13,
+                "pools.empty.endpoints",
+                "a pool needs at least one endpoint",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"[::1]:80\", \"origin.internal\"]\n",
+                8,
+                26,
+                "pools.b.endpoints[1]",
+                "invalid endpoint \"origin.internal\" (missing port); expected host:port",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:99999\"]\n",
+                8,
+                14,
+                "pools.b.endpoints[0]",
+                "port must be a number from 1 to 65535",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nhealth = { path = \"health\" }\n",
+                9,
+                19,
+                "pools.b.health.path",
+                "\"health\" is not an absolute path",
+            ),
+            // Timeouts are nonzero.
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nconnect_timeout = \"0s\"\n",
+                9,
+                19,
+                "pools.b.connect_timeout",
+                "must be greater than zero",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nhealth = { path = \"/h\", interval = \"0ms\" }\n",
+                9,
+                36,
+                "pools.b.health.interval",
+                "must be greater than zero",
+            ),
+            (
+                "[node]\ndrain_timeout = \"0s\"\n",
+                8,
+                17,
+                "node.drain_timeout",
+                "must be greater than zero",
+            ),
+            // The node id is an HTTP token; workers at least 1.
+            ("[node]\nid = \"\"\n", 8, 6, "node.id", "must not be empty"),
+            (
+                "[node]\nid = \"edge 1\"\n",
+                8,
+                6,
+                "node.id",
+                "\"edge 1\" contains ' '; a node id goes into Via and CDN-Loop headers",
+            ),
+            ("[node]\nid = \"a,b\"\n", 8, 6, "node.id", "contains ','"),
+            ("[node]\nid = \"a;b\"\n", 8, 6, "node.id", "contains ';'"),
+            (
+                "[node]\nworkers = 0\n",
+                8,
+                11,
+                "node.workers",
+                "must be at least 1",
+            ),
+            // Header limit between 8 KiB and 1 MiB.
+            (
+                "[limits]\nmax_header_size = 8191\n",
+                8,
+                19,
+                "limits.max_header_size",
+                "8191 bytes is out of range; expected between 8KiB and 1MiB",
+            ),
+            (
+                "[limits]\nmax_header_size = \"2MiB\"\n",
+                8,
+                19,
+                "limits.max_header_size",
+                "2097152 bytes is out of range",
+            ),
+            // Listener addresses are unique, and not the admin address.
+            (
+                "[[listeners]]\naddr = \"0.0.0.0:8443\"\n[[listeners]]\naddr = \"0.0.0.0:8080\"\n",
+                10,
+                8,
+                "listeners[2].addr",
+                "0.0.0.0:8080 is already used by listeners[0]",
+            ),
+            (
+                "[[listeners]]\naddr = \"127.0.0.1:9901\"\n",
+                8,
+                8,
+                "listeners[1].addr",
+                "127.0.0.1:9901 is already used by admin.listen",
+            ),
+        ];
+        for &(tail, line, column, key, message) in cases {
+            let e = parse_error(&format!("{BASE}{tail}"));
+            assert_eq!(
+                (e.line, e.column, e.key.as_str()),
+                (line, column, key),
+                "{e}"
+            );
+            assert!(e.message.contains(message), "{e}");
+        }
+    }
+
+    /// Without any listener the error points at the document start, or at
+    /// an empty `listeners` array when there is one.
+    #[test]
+    fn listeners_required() {
+        let cases = [
+            ("", (1, 1)),
+            ("[node]\nid = \"edge-1\"\n", (1, 1)),
+            ("# no listeners\nlisteners = []\n", (2, 13)),
+        ];
+        for (src, (line, column)) in cases {
+            let e = parse_error(src);
+            assert_eq!(
+                (e.line, e.column, e.key.as_str()),
+                (line, column, "listeners"),
+                "{e}"
+            );
+            assert!(
+                e.message
+                    .starts_with("no listeners; add at least one [[listeners]]"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_pools_defined() {
+        let src =
+            "[[listeners]]\naddr = \"0.0.0.0:80\"\n[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\n";
+        let e = parse_error(src);
+        assert_eq!(
+            e.to_string(),
+            "edge.toml:5:8: sites[0].pool: unknown pool \"origin\"; no pools are defined, add a [pools.origin] table"
+        );
+    }
+
+    #[test]
+    fn accepted_edges() {
+        let tails = [
+            "[limits]\nmax_header_size = \"8KiB\"\n",
+            "[limits]\nmax_header_size = \"1MiB\"\n",
+            // Port 0 listeners each get their own free port.
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[listeners]]\naddr = \"127.0.0.1:0\"\n",
+            "[[sites]]\nhosts = [\"*\", \"*.a.com\", \"a.com\", \"[::1]\"]\npool = \"origin\"\nshield = \"origin\"\n",
+            "[node]\nid = \"fra1.edge_2\"\nworkers = 1\n",
+        ];
+        for tail in tails {
+            let src = format!("{BASE}{tail}");
+            if let Err(e) = crate::parse(&src, std::path::Path::new("edge.toml")) {
+                panic!("{e}\n{src}");
+            }
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let cases = [
+            ("127.0.0.1:9000", Ok(())),
+            ("origin.internal:80", Ok(())),
+            ("[::1]:80", Ok(())),
+            ("localhost:65535", Ok(())),
+            ("origin", Err("missing port")),
+            ("origin:", Err("port must be a number from 1 to 65535")),
+            ("origin:0", Err("port must be a number from 1 to 65535")),
+            ("origin:65536", Err("port must be a number from 1 to 65535")),
+            ("origin:http", Err("port must be a number from 1 to 65535")),
+            (":80", Err("not a valid host name")),
+            ("bad host:80", Err("not a valid host name")),
+            ("::1:80", Err("IPv6 addresses need brackets")),
+            ("[::1]", Err("missing port after the IPv6 address")),
+            ("[nope]:80", Err("not a valid IPv6 address")),
+        ];
+        for (endpoint, want) in cases {
+            assert_eq!(check_endpoint(endpoint), want, "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let wildcard =
+            Err("a wildcard is allowed only as the whole first label, like \"*.example.com\"");
+        let name = Err("expected a host name like \"example.com\", \"*.example.com\" or \"*\"");
+        let cases = [
+            ("*", Ok(())),
+            ("example.com", Ok(())),
+            ("Example.COM", Ok(())),
+            ("*.example.org", Ok(())),
+            ("localhost", Ok(())),
+            ("127.0.0.1", Ok(())),
+            ("[::1]", Ok(())),
+            ("*example.com", wildcard),
+            ("a.*.com", wildcard),
+            ("*.*.com", wildcard),
+            ("**", wildcard),
+            ("*.", name),
+            ("", name),
+            ("exa mple.com", name),
+            ("-bad.com", name),
+            ("a..b", name),
+            (
+                "example.com:8080",
+                Err("hosts are matched without the port; remove \":port\""),
+            ),
+        ];
+        for (host, want) in cases {
+            assert_eq!(check_host(host), want, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn tokens() {
+        for id in ["edge-1", "fra.edge_2", "x!#$%&'*+-.^_`|~"] {
+            assert!(id.chars().all(is_tchar), "{id}");
+        }
+        for id in ["edge 1", "a,b", "a;b", "a\"b", "é"] {
+            assert!(!id.chars().all(is_tchar), "{id}");
+        }
+    }
+}

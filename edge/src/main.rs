@@ -1,0 +1,120 @@
+//! `edge`: a CDN edge cache and load balancer.
+//!
+//! Modules in request order: `listen` → `worker` → `conn` (the socket
+//! backend) → `proxy` (guards, routing, forwarding) with `route`,
+//! `forward`, `upstream` and `body`; `admin` and `node` run the process,
+//! `demo` is the self-contained showcase.
+
+mod admin;
+mod body;
+mod conn;
+mod demo;
+mod forward;
+mod framing;
+mod listen;
+mod node;
+mod proxy;
+mod route;
+mod upstream;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::node::{Node, StopSignals};
+
+/// Exit status for a configuration that does not validate.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "edge", version, about = "CDN edge cache and load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "edge.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0 if good, 2 with the error if not.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, default_value = "edge.toml")]
+        config: PathBuf,
+    },
+    /// Start sample origins and an edge in front of them on loopback.
+    Demo {
+        /// Port of the demo edge on 127.0.0.1.
+        #[arg(long, default_value_t = demo::DEFAULT_PORT)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => match edge_config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let config = match edge_config::load(&config) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            report(serve(&config, |_| {}))
+        }
+        Command::Demo { port } => report(demo::run(port)),
+    }
+}
+
+/// Runs a node for `config` until SIGTERM/SIGINT, then drains it.
+/// `on_ready` runs after the node announced itself (the demo prints its tour).
+fn serve(config: &edge_config::Config, on_ready: impl FnOnce(&Node)) -> anyhow::Result<()> {
+    let mut signals = StopSignals::install()?;
+    let node = Node::start(config)?;
+    node.announce();
+    on_ready(&node);
+    signals.wait();
+    node.drain(&mut signals);
+    Ok(())
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the start-up line protocol); the level
+/// comes from `RUST_LOG`, `info` by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,184 @@
+//! A running node: binds every socket up front (so a bad address fails
+//! start-up, not a worker later), starts the workers and the admin thread,
+//! and on SIGTERM/SIGINT drains them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use edge_config::Config;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState, Phase};
+use crate::listen;
+use crate::proxy::Pipeline;
+use crate::worker::{self, WorkerSpec};
+
+/// SIGTERM and SIGINT, caught from process start so that a signal arriving
+/// while we start up drains cleanly instead of killing the process.
+pub struct StopSignals {
+    runtime: tokio::runtime::Runtime,
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers.
+    pub fn install() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _guard = runtime.enter();
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            runtime,
+        })
+    }
+
+    /// Blocks until SIGTERM or SIGINT arrives.
+    pub fn wait(&mut self) {
+        let StopSignals { runtime, term, int } = self;
+        runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received: draining"),
+                _ = int.recv() => tracing::info!("SIGINT received: draining"),
+            }
+        });
+    }
+}
+
+/// The node after start-up: workers serving, admin answering.
+pub struct Node {
+    listeners: Vec<SocketAddr>,
+    admin: SocketAddr,
+    admin_state: Arc<AdminState>,
+    workers: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    drain_timeout: std::time::Duration,
+}
+
+impl Node {
+    /// Binds every listener and starts serving `config`.
+    pub fn start(config: &Config) -> anyhow::Result<Node> {
+        refuse_unbuilt_features(config)?;
+        let pipeline = Arc::new(Pipeline::new(config)?);
+        let workers = config.workers();
+
+        let mut sockets_per_listener = Vec::with_capacity(config.listeners.len());
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let sockets = listen::bind_reuseport(listener.addr, workers).with_context(|| {
+                format!("listeners[{index}]: cannot listen on {}", listener.addr)
+            })?;
+            sockets_per_listener.push(sockets);
+        }
+        let listeners = sockets_per_listener
+            .iter()
+            .map(|sockets| sockets[0].local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let admin_socket = listen::bind_single(config.admin.listen)
+            .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+        let admin = admin_socket.local_addr()?;
+        let admin_state = Arc::new(AdminState::default());
+        admin::spawn(admin_socket, admin_state.clone())?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut handles = Vec::with_capacity(workers);
+        for index in (0..workers).rev() {
+            let listeners = sockets_per_listener
+                .iter_mut()
+                .map(|sockets| sockets.pop().expect("one socket per worker"))
+                .collect();
+            handles.push(worker::spawn(WorkerSpec {
+                index,
+                listeners,
+                pipeline: pipeline.clone(),
+                limits: config.limits.clone(),
+                shutdown: shutdown_rx.clone(),
+                drain_timeout: config.node.drain_timeout,
+            })?);
+        }
+        admin_state.set_phase(Phase::Ready);
+        tracing::info!(workers, node = %config.node.id, "edge started");
+        Ok(Node {
+            listeners,
+            admin,
+            admin_state,
+            workers: handles,
+            shutdown,
+            drain_timeout: config.node.drain_timeout,
+        })
+    }
+
+    /// Bound data-listener addresses, in config order (port 0 resolved).
+    pub fn listeners(&self) -> &[SocketAddr] {
+        &self.listeners
+    }
+
+    /// Bound admin address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Prints the bound addresses and `ready` on stdout: the line protocol
+    /// tests and scripts wait on.
+    pub fn announce(&self) {
+        for (index, addr) in self.listeners.iter().enumerate() {
+            println!("listener {index}: http://{addr}");
+        }
+        println!("admin: http://{}", self.admin);
+        println!("ready");
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain
+    /// timeout) and returns. A second signal abandons the drain.
+    pub fn drain(self, signals: &mut StopSignals) {
+        self.admin_state.set_phase(Phase::Draining);
+        let _ = self.shutdown.send(true);
+        let workers = self.workers;
+        let StopSignals { runtime, term, int } = signals;
+        runtime.block_on(async {
+            let joined = tokio::task::spawn_blocking(move || {
+                for worker in workers {
+                    let _ = worker.join();
+                }
+            });
+            tokio::select! {
+                _ = joined => tracing::info!("drained; exiting"),
+                _ = term.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
+                _ = int.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
+            }
+        });
+        tracing::debug!(timeout = ?self.drain_timeout, "drain finished");
+    }
+}
+
+/// Config sections that parse (they are public contract) but whose
+/// behaviour has not been built yet: fail loudly or warn, never pretend.
+fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
+    if let Some(index) = config.listeners.iter().position(|l| l.tls.is_some()) {
+        anyhow::bail!(
+            "listeners[{index}].tls: TLS termination is not built yet; remove `tls` to serve plain HTTP"
+        );
+    }
+    for (name, pool) in &config.pools {
+        if pool.health.is_some() {
+            tracing::warn!(pool = %name, "active health checks are not built yet; `health` is ignored");
+        }
+        if pool.balance != edge_config::Balance::RoundRobin {
+            tracing::info!(pool = %name, balance = ?pool.balance, "balancers are not built yet; using round-robin");
+        }
+    }
+    if config.sites.iter().any(|s| s.shield.is_some()) {
+        tracing::warn!(
+            "shield routing is not built yet; sites fetch from their origin pool directly"
+        );
+    }
+    if config.cache.disk.is_some() {
+        tracing::warn!("the cache is not built yet; every request goes to origin");
+    }
+    Ok(())
+}

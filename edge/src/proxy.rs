@@ -1,0 +1,281 @@
+//! The request pipeline: guards → route → forward → respond.
+//!
+//! This is the part every socket backend shares. It takes an
+//! `http::Request` with any streaming body and returns an `http::Response`
+//! with a [`ProxyBody`]; it knows nothing of sockets, hyper connections or
+//! runtimes, so a different backend (the io_uring HTTP/1 codec planned in
+//! DESIGN.md) plugs in by calling [`Proxy::handle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edge_config::Config;
+use edge_lb::RoundRobin;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body;
+
+use crate::body::{self, BoxError, ProxyBody};
+use crate::forward::{self, ViaValues};
+use crate::route::SiteTable;
+use crate::upstream::{PoolSettings, UpstreamClient};
+
+const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+
+/// Where a request came from, as the socket backend saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// Peer address of the downstream connection.
+    pub addr: SocketAddr,
+    /// `"http"` or `"https"`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// Request extension set by a socket backend that saw `Content-Length` and
+/// `Transfer-Encoding` on the wire even if its parser dropped one of them.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
+
+/// Everything the pipeline derives from one configuration, shared by all workers.
+#[derive(Debug)]
+pub struct Pipeline {
+    node_id: String,
+    sites: SiteTable,
+    /// Pool index of each site.
+    site_pools: Vec<usize>,
+    pools: Vec<OriginPool>,
+    via: ViaValues,
+    cdn_loop_id: HeaderValue,
+}
+
+#[derive(Debug)]
+struct OriginPool {
+    endpoints: Vec<Authority>,
+    rotation: RoundRobin,
+    settings: PoolSettings,
+}
+
+impl Pipeline {
+    /// Builds the routing tables of a validated configuration.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let pool_names: Vec<&String> = config.pools.keys().collect();
+        let pools = config
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                let endpoints = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        e.parse::<Authority>().map_err(|err| {
+                            anyhow::anyhow!(
+                                "pools.{name}.endpoints: {e:?} is not host:port ({err})"
+                            )
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                Ok(OriginPool {
+                    endpoints,
+                    rotation: RoundRobin::new(),
+                    settings: PoolSettings::from(pool),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let site_pools = config
+            .sites
+            .iter()
+            .map(|site| {
+                pool_names
+                    .iter()
+                    .position(|name| **name == site.pool)
+                    .ok_or_else(|| anyhow::anyhow!("site names unknown pool {:?}", site.pool))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Pipeline {
+            node_id: config.node.id.clone(),
+            sites: SiteTable::new(config.sites.iter().map(|s| s.hosts.as_slice())),
+            site_pools,
+            pools,
+            via: ViaValues::new(&config.node.id)?,
+            cdn_loop_id: HeaderValue::from_str(&config.node.id)?,
+        })
+    }
+}
+
+/// A worker's handle on the pipeline: the shared tables plus this worker's
+/// upstream connection pools.
+#[derive(Debug)]
+pub struct Proxy {
+    pipeline: Arc<Pipeline>,
+    clients: Vec<UpstreamClient>,
+}
+
+impl Proxy {
+    /// Creates the worker's upstream clients; call on the worker's runtime.
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        let clients = pipeline
+            .pools
+            .iter()
+            .map(|pool| UpstreamClient::new(&pool.settings))
+            .collect();
+        Proxy { pipeline, clients }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, req: Request<B>, client: ClientInfo) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut head, body) = req.into_parts();
+        let pipeline = &*self.pipeline;
+        let downstream_version = head.version;
+
+        if head.version < Version::HTTP_2 {
+            if head.extensions.get::<AmbiguousFraming>().is_some()
+                || forward::has_ambiguous_framing(&head.headers)
+            {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "edge: request has both Content-Length and Transfer-Encoding\n",
+                );
+            }
+            if head.version == Version::HTTP_11
+                && head.uri.authority().is_none()
+                && !head.headers.contains_key(header::HOST)
+            {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "edge: HTTP/1.1 request without Host\n",
+                );
+            }
+        }
+
+        // An absolute-form or HTTP/2 authority wins over Host (RFC 9112 §3.2.2).
+        let host = match head.uri.authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => head.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+        };
+        let Some(site) = pipeline.sites.lookup(host) else {
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                "edge: no site is configured for this host\n",
+            );
+        };
+
+        let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
+        if edge_shield::cdn_loop::contains(loop_lines, &pipeline.node_id) {
+            return local(
+                StatusCode::LOOP_DETECTED,
+                "edge: request loop detected (CDN-Loop names this node)\n",
+            );
+        }
+
+        let pool_index = pipeline.site_pools[site];
+        let pool = &pipeline.pools[pool_index];
+        let Some(endpoint) = pool
+            .rotation
+            .pick(pool.endpoints.len())
+            .map(|i| &pool.endpoints[i])
+        else {
+            return local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "edge: the site's pool has no endpoints\n",
+            );
+        };
+
+        // The client's Host travels upstream; an HTTP/2 request carries it
+        // as :authority, which HTTP/1.1 must send as Host.
+        if !head.headers.contains_key(header::HOST)
+            && let Some(authority) = head.uri.authority()
+            && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        {
+            head.headers.insert(header::HOST, value);
+        }
+        forward::strip_hop_by_hop(&mut head.headers);
+        head.headers
+            .append(header::VIA, pipeline.via.for_version(head.version).clone());
+        forward::add_forwarded_for(&mut head.headers, client.addr.ip(), client.proto);
+        head.headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
+        head.uri = upstream_uri(endpoint, head.uri.path_and_query());
+        head.version = Version::HTTP_11;
+
+        let body = body::with_idle_timeout(body, pool.settings.body_timeout);
+        match self.clients[pool_index]
+            .send(Request::from_parts(head, body))
+            .await
+        {
+            Ok(response) => {
+                let (mut head, body) = response.into_parts();
+                forward::strip_hop_by_hop(&mut head.headers);
+                head.headers
+                    .append(header::VIA, pipeline.via.for_version(head.version).clone());
+                // We answer in the client's protocol, whatever the origin spoke.
+                head.version = downstream_version;
+                Response::from_parts(
+                    head,
+                    body::with_idle_timeout(body, pool.settings.body_timeout),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(endpoint = %endpoint, %error, "upstream request failed");
+                let (status, text) = error.client_answer();
+                local(status, text)
+            }
+        }
+    }
+}
+
+/// `http://<endpoint><path?query>`; an authority-only target becomes `/`.
+fn upstream_uri(endpoint: &Authority, path: Option<&PathAndQuery>) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.clone());
+    parts.path_and_query = Some(
+        path.cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).expect("scheme, authority and path are all set")
+}
+
+/// A response generated by edge itself, with a one-line text body.
+fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A local answer after which the HTTP/1 connection closes: the request's
+/// framing cannot be trusted, so neither can anything after it.
+fn refuse(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = local(status, text);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query() {
+        let endpoint: Authority = "127.0.0.1:9000".parse().unwrap();
+        let pq: PathAndQuery = "/a/b?x=1&y".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&endpoint, Some(&pq)).to_string(),
+            "http://127.0.0.1:9000/a/b?x=1&y"
+        );
+        assert_eq!(
+            upstream_uri(&endpoint, None).to_string(),
+            "http://127.0.0.1:9000/"
+        );
+    }
+}

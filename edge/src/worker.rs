@@ -1,0 +1,114 @@
+//! Workers: one OS thread per core, each with its own single-threaded tokio
+//! runtime, its own listening sockets and its own upstream pools, so a
+//! request never crosses threads.
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::conn::{HttpServer, stopping};
+use crate::proxy::{Pipeline, Proxy};
+
+/// What one worker thread needs to run.
+pub struct WorkerSpec {
+    /// Worker number, for thread names and logs.
+    pub index: usize,
+    /// This worker's socket of every listener.
+    pub listeners: Vec<StdListener>,
+    /// The shared pipeline tables.
+    pub pipeline: Arc<Pipeline>,
+    /// Downstream limits.
+    pub limits: edge_config::Limits,
+    /// Flips to `true` when the node starts draining.
+    pub shutdown: watch::Receiver<bool>,
+    /// How long in-flight requests may take once draining starts.
+    pub drain_timeout: Duration,
+}
+
+/// Starts the worker thread.
+pub fn spawn(spec: WorkerSpec) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("edge-worker-{}", spec.index))
+        .spawn(move || runtime.block_on(run(spec)))
+}
+
+async fn run(spec: WorkerSpec) {
+    let proxy = Arc::new(Proxy::new(spec.pipeline));
+    let server = Arc::new(HttpServer::new(&spec.limits));
+    // Every accept loop and connection holds a sender; when the last one
+    // is dropped, `recv` returns None: the worker has drained.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
+    for listener in spec.listeners {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(worker = spec.index, %error, "cannot register listener");
+                continue;
+            }
+        };
+        tokio::spawn(accept_loop(
+            listener,
+            server.clone(),
+            proxy.clone(),
+            spec.shutdown.clone(),
+            alive.clone(),
+        ));
+    }
+    drop(alive);
+
+    let mut shutdown = spec.shutdown;
+    stopping(&mut shutdown).await;
+    if tokio::time::timeout(spec.drain_timeout, drained.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = spec.index,
+            timeout = ?spec.drain_timeout,
+            "drain timeout reached; closing remaining connections"
+        );
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    server: Arc<HttpServer>,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopping(&mut shutdown) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (server, proxy, shutdown, alive) = (
+                    server.clone(),
+                    proxy.clone(),
+                    shutdown.clone(),
+                    alive.clone(),
+                );
+                tokio::spawn(async move {
+                    server.serve(stream, peer, proxy, shutdown).await;
+                    drop(alive);
+                });
+            }
+            Err(error) => {
+                // EMFILE/ENFILE/ENOBUFS: the condition persists while we
+                // retry at full speed, so pause briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

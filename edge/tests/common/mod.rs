@@ -1,0 +1,248 @@
+//! Shared plumbing for edge's end-to-end tests: start the real binary in
+//! front of a real origin, and talk to it with a real hyper client or raw
+//! bytes.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_test_support::{EdgeProcess, Origin, pattern_byte};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The edge binary cargo built for these tests.
+pub fn edge_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_edge"))
+}
+
+/// A config with one listener on a free port, one `*` site and one pool
+/// holding `endpoints`; `extra_pool` lines are appended to the pool table.
+pub fn config(endpoints: &[SocketAddr], extra_pool: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+[node]
+id = "edge-test"
+workers = 2
+drain_timeout = "20s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+addr = "127.0.0.1:0"
+
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+
+[pools.origin]
+endpoints = [{}]
+{extra_pool}
+"#,
+        endpoints.join(", ")
+    )
+}
+
+/// An origin and an edge in front of it with the default test config.
+pub fn edge_with_origin(extra_pool: &str) -> (Origin, EdgeProcess) {
+    let origin = Origin::start();
+    let edge = EdgeProcess::start(edge_bin(), &config(&[origin.addr()], extra_pool));
+    (origin, edge)
+}
+
+/// A full response: head and collected body (for small bodies only).
+pub struct Answer {
+    pub head: http::response::Parts,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        self.head.status.as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Opens an HTTP/1.1 connection to `addr`.
+pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<TestBody> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to edge");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Opens an HTTP/2 prior-knowledge connection to `addr`.
+pub async fn http2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to edge");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("http2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection and collects the answer.
+pub async fn send(addr: SocketAddr, req: Request<TestBody>) -> Answer {
+    let mut sender = http1(addr).await;
+    let response = sender.send_request(req).await.expect("response from edge");
+    collect(response).await
+}
+
+/// `GET path` with Host `example.com`.
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(addr, request("GET", path).body(empty()).unwrap()).await
+}
+
+/// A request builder with Host `example.com`.
+pub fn request(method: &str, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "example.com")
+}
+
+/// Collects a response body (small bodies only).
+pub async fn collect(response: Response<Incoming>) -> Answer {
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    Answer { head, body }
+}
+
+/// Reads a body to its end, checking every byte against the origin's
+/// pattern without keeping it; returns the length.
+pub async fn drain_pattern(mut body: Incoming) -> u64 {
+    let mut offset = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("body frame");
+        if let Ok(data) = frame.into_data() {
+            for (i, byte) in data.iter().enumerate() {
+                assert_eq!(
+                    *byte,
+                    pattern_byte(offset + i as u64),
+                    "byte {}",
+                    offset + i as u64
+                );
+            }
+            offset += data.len() as u64;
+        }
+    }
+    offset
+}
+
+/// The client-side request body of these tests.
+pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// An empty request body.
+pub fn empty() -> TestBody {
+    Empty::new().boxed_unsync()
+}
+
+/// A small request body.
+pub fn text(body: &'static str) -> TestBody {
+    http_body_util::Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync()
+}
+
+/// `len` bytes of the origin's pattern, produced 64 KiB at a time so the
+/// test never holds the whole body either.
+pub fn pattern(len: u64) -> TestBody {
+    PatternBody { offset: 0, len }.boxed_unsync()
+}
+
+struct PatternBody {
+    offset: u64,
+    len: u64,
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.offset >= self.len {
+            return Poll::Ready(None);
+        }
+        let n = (self.len - self.offset).min(64 * 1024);
+        let chunk: Vec<u8> = (self.offset..self.offset + n).map(pattern_byte).collect();
+        self.offset += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len - self.offset)
+    }
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB: a body buffered whole
+/// shows here even after it has been freed.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line")
+}
+
+/// Writes raw bytes on a new connection and reads until the peer closes or
+/// `deadline` passes; returns what was read.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], deadline: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to edge");
+    stream.write_all(bytes).expect("write request");
+    read_until_close(&mut stream, deadline)
+}
+
+/// Reads until EOF (or a reset) or the deadline.
+pub fn read_until_close(stream: &mut TcpStream, deadline: Duration) -> String {
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!(
+                "connection still open after {deadline:?}; read so far: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue;
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
