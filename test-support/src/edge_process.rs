@@ -94,6 +94,13 @@ enum Announcement {
     Ready,
 }
 
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("edge-test-")
+        .tempdir()
+        .expect("create temp dir for edge config")
+}
+
 impl EdgeProcess {
     /// Writes `config_toml` to a temp dir as `edge.toml`, runs
     /// `<bin> run --config <file>` (environment, including `RUST_LOG`,
@@ -104,19 +111,24 @@ impl EdgeProcess {
         Self::start_within(bin, config_toml, READY_DEADLINE)
     }
 
+    /// Runs `<bin> demo --port 0` and returns once it prints `ready`.
+    pub fn start_demo(bin: &Path) -> EdgeProcess {
+        let dir = temp_dir();
+        Self::launch(bin, &["demo", "--port", "0"], dir, READY_DEADLINE)
+    }
+
     fn start_within(bin: &Path, config_toml: &str, ready_deadline: Duration) -> EdgeProcess {
-        let dir = tempfile::Builder::new()
-            .prefix("edge-test-")
-            .tempdir()
-            .expect("create temp dir for edge config");
+        let dir = temp_dir();
         let config = dir.path().join(CONFIG_FILE);
         fs::write(&config, config_toml).expect("write edge config");
+        let config = config.to_str().expect("temp paths are UTF-8").to_owned();
+        Self::launch(bin, &["run", "--config", &config], dir, ready_deadline)
+    }
 
+    fn launch(bin: &Path, args: &[&str], dir: TempDir, ready_deadline: Duration) -> EdgeProcess {
         let mut command = Command::new(bin);
         command
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -152,6 +152,17 @@ pub async fn drain_pattern(mut body: Incoming) -> u64 {
     offset
 }
 
+/// Reads a body to its end without keeping it; returns the length.
+pub async fn drain_len(mut body: Incoming) -> u64 {
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            len += data.len() as u64;
+        }
+    }
+    len
+}
+
 /// The client-side request body of these tests.
 pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 

@@ -1,0 +1,43 @@
+//! `edge demo` end to end: it starts, proxies its sample origins, and stops
+//! cleanly on Ctrl-C (SIGINT).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use edge_test_support::EdgeProcess;
+
+#[tokio::test]
+async fn demo_serves_its_catalogue_and_stops_on_ctrl_c() {
+    let mut demo = EdgeProcess::start_demo(edge_bin());
+    let output = demo.output();
+    assert!(
+        output.contains("curl -i http://"),
+        "the tour is printed:\n{output}"
+    );
+
+    let mut origins = Vec::new();
+    for _ in 0..2 {
+        let hello = get(demo.addr(), "/hello.txt").await;
+        assert_eq!(hello.status(), 200);
+        assert_eq!(hello.header("via"), Some("1.1 edge-demo"));
+        assert_eq!(hello.header("cache-control"), Some("public, max-age=60"));
+        origins.push(hello.header("x-origin").unwrap().to_owned());
+    }
+    origins.sort();
+    assert_eq!(origins, ["a", "b"], "round-robin over both sample origins");
+
+    let mut sender = http1(demo.addr()).await;
+    let large = sender
+        .send_request(request("GET", "/large.bin").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(drain_len(large.into_body()).await, 64 * 1024 * 1024);
+
+    demo.signal(libc::SIGINT);
+    let status = tokio::task::spawn_blocking(move || demo.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
