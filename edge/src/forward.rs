@@ -64,7 +64,9 @@ pub fn add_forwarded_for(headers: &mut HeaderMap, client: IpAddr, proto: &'stati
             list.push_str(", ");
         }
     }
-    list.push_str(&client.to_string());
+    // An IPv4 client on a dual-stack listener appears as ::ffff:a.b.c.d;
+    // origins expect the plain IPv4 form.
+    list.push_str(&client.to_canonical().to_string());
     // An IP address and the visible ASCII of earlier values are always valid.
     if let Ok(value) = HeaderValue::from_str(&list) {
         headers.insert(xff, value);

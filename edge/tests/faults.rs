@@ -51,14 +51,7 @@ endpoints = ["{live}"]
 async fn dead_origin_gives_502_and_other_sites_keep_working() {
     let origin = Origin::start();
     let edge = edge_with_dead_site(&origin, "");
-    let down = send(
-        edge.addr(),
-        http::Request::get("/x")
-            .header("host", "down.test")
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let down = get_host(edge.addr(), "/x", "down.test").await;
     assert_eq!(down.status(), 502);
     assert_eq!(down.text(), "edge: could not connect to the origin\n");
     assert!(!down.text().contains(&origin.addr().port().to_string()));

@@ -241,28 +241,14 @@ endpoints = ["{}"]
     let hops: Vec<_> = seen.get_all("cdn-loop").iter().collect();
     assert_eq!(hops, ["other-cdn", "edge-test"]);
 
-    let unknown = send(
-        edge.addr(),
-        http::Request::get("/x")
-            .header("host", "nope.test")
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let unknown = get_host(edge.addr(), "/x", "nope.test").await;
     assert_eq!(unknown.status(), 421);
     assert_eq!(
         unknown.text(),
         "edge: no site is configured for this host\n"
     );
 
-    let wildcard = send(
-        edge.addr(),
-        http::Request::get("/w")
-            .header("host", "a.b.Example.org:8080")
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let wildcard = get_host(edge.addr(), "/w", "a.b.Example.org:8080").await;
     assert_eq!(wildcard.status(), 200);
 }
 

@@ -116,6 +116,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
     send(addr, request("GET", path).body(empty()).unwrap()).await
 }
 
+/// `GET path` with the given Host.
+pub async fn get_host(addr: SocketAddr, path: &str, host: &str) -> Answer {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    send(addr, req).await
+}
+
 /// A request builder with Host `example.com`.
 pub fn request(method: &str, path: &str) -> http::request::Builder {
     Request::builder()
