@@ -1,4 +1,17 @@
-//! edge's HTTP cache: RFC 9111 policy, cache keys and the tiered store.
+//! edge's HTTP cache: RFC 9111 shared-cache policy, cache keys and (later)
+//! the tiered store.
 //!
-//! Empty until the cache issue lands: the foundation proxies every request
-//! to origin. DESIGN.md describes what goes here.
+//! The policy modules are pure: they take parsed headers and the current
+//! time as arguments and return decisions, so every rule is tested with a
+//! fake clock. The orchestration (lookup, fetch, store, coalesce) lives in
+//! the `edge` binary, which asks these modules and acts.
+
+pub mod age;
+pub mod cache_control;
+pub mod freshness;
+pub mod invalidation;
+pub mod key;
+pub mod reuse;
+pub mod storable;
+pub mod validation;
+pub mod vary;
