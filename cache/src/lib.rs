@@ -8,9 +8,12 @@
 
 pub mod age;
 pub mod cache_control;
+pub mod coalesce;
+pub mod entry;
 pub mod freshness;
 pub mod invalidation;
 pub mod key;
+pub mod memory;
 pub mod reuse;
 pub mod storable;
 pub mod validation;

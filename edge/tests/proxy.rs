@@ -106,6 +106,7 @@ async fn ten_mib_streams_both_ways_without_buffering() {
     );
 
     let growth_kib = peak_rss_kib(edge.pid()).saturating_sub(baseline);
+    eprintln!("edge peak RSS: {baseline} KiB before, +{growth_kib} KiB after 2 × 10 MiB");
     assert!(
         growth_kib < 4 * 1024,
         "peak RSS grew by {growth_kib} KiB while 2 × 10 MiB streamed through"
