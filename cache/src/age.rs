@@ -115,16 +115,7 @@ fn parse_delta_seconds(element: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The fake clock's origin: 2022-06-06T00:00:00Z (RFC 9111's publication week).
-    fn t(offset_secs: i64) -> SystemTime {
-        let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_654_473_600);
-        if offset_secs >= 0 {
-            epoch + Duration::from_secs(offset_secs.unsigned_abs())
-        } else {
-            epoch - Duration::from_secs(offset_secs.unsigned_abs())
-        }
-    }
+    use crate::test_util::t;
 
     struct AgeCase {
         name: &'static str,

@@ -228,18 +228,9 @@ fn heuristic_lifetime(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::t;
 
     const DAY: u64 = 86_400;
-
-    /// The fake clock: 2022-06-06T00:00:00Z plus an offset in seconds.
-    fn t(offset_secs: i64) -> SystemTime {
-        let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_654_473_600);
-        if offset_secs >= 0 {
-            epoch + Duration::from_secs(offset_secs.unsigned_abs())
-        } else {
-            epoch - Duration::from_secs(offset_secs.unsigned_abs())
-        }
-    }
 
     /// One row: a response description and the expected lifetime.
     struct Case {

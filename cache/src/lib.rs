@@ -18,3 +18,6 @@ pub mod reuse;
 pub mod storable;
 pub mod validation;
 pub mod vary;
+
+#[cfg(test)]
+mod test_util;

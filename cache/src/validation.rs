@@ -375,6 +375,7 @@ fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::h;
 
     /// Header field lines of one test case.
     type Pairs = &'static [(&'static str, &'static str)];
@@ -386,17 +387,6 @@ mod tests {
     const T0: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
     const T1: &str = "Sun, 06 Nov 1994 08:49:38 GMT";
     const T_850: &str = "Sunday, 06-Nov-94 08:49:37 GMT";
-
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (n, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
 
     fn lines(map: &HeaderMap, name: &str) -> Vec<String> {
         map.get_all(name)
