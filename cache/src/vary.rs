@@ -236,43 +236,55 @@ fn normalize_list_member(member: &[u8], class: Class, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `s`, ASCII-lower-casing bytes outside quoted strings.
-fn push_lower_unquoted(s: &[u8], out: &mut Vec<u8>) {
-    let mut quoted = false;
-    let mut escaped = false;
-    for &b in s {
-        if quoted {
-            if escaped {
-                escaped = false;
+/// Tracks whether bytes lie inside a quoted-string (RFC 9110 §5.6.4),
+/// backslash quoted-pairs included.
+#[derive(Default)]
+struct Quotes {
+    quoted: bool,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Feeds the next byte; true when it is outside every quoted string
+    /// (the quote marks themselves count as inside).
+    fn outside(&mut self, b: u8) -> bool {
+        if self.quoted {
+            if self.escaped {
+                self.escaped = false;
             } else if b == b'\\' {
-                escaped = true;
+                self.escaped = true;
             } else if b == b'"' {
-                quoted = false;
+                self.quoted = false;
             }
-            out.push(b);
+            false
+        } else if b == b'"' {
+            self.quoted = true;
+            false
         } else {
-            quoted = b == b'"';
-            out.push(b.to_ascii_lowercase());
+            true
         }
     }
+}
+
+/// Appends `s`, ASCII-lower-casing bytes outside quoted strings.
+fn push_lower_unquoted(s: &[u8], out: &mut Vec<u8>) {
+    let mut quotes = Quotes::default();
+    out.extend(s.iter().map(|&b| {
+        if quotes.outside(b) {
+            b.to_ascii_lowercase()
+        } else {
+            b
+        }
+    }));
 }
 
 /// Splits on `sep` outside quoted strings (RFC 9110 §5.6.4).
 fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    let mut quotes = Quotes::default();
+    let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
-        if quoted {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                quoted = false;
-            }
-        } else if b == b'"' {
-            quoted = true;
-        } else if b == sep {
+        if quotes.outside(b) && b == sep {
             parts.push(&s[start..i]);
             start = i + 1;
         }
