@@ -55,7 +55,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header::CACHE_CONTROL};
 use syntax::{Arg, RawDirective, is_token, tokenize_line, trim_ows};
 
 mod structured;
-mod syntax;
+pub(crate) mod syntax;
 #[cfg(test)]
 mod tests;
 

@@ -39,6 +39,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, header};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::cache_control::syntax::trim_ows;
+
 /// The request fields a stored response varies on (RFC 9111 §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VarySpec {
@@ -291,14 +293,6 @@ fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
     }
     parts.push(&s[start..]);
     parts
-}
-
-/// Trims optional whitespace (SP / HTAB, RFC 9110 §5.6.3).
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
-    &s[start..end]
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub(super) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-pub(super) fn trim_ows(mut s: &[u8]) -> &[u8] {
+/// Trims optional whitespace (SP / HTAB, RFC 9110 §5.6.3) at both ends.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if !is_ows(*first) {
             break;
