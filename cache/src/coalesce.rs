@@ -276,6 +276,16 @@ impl<K: Hash + Eq, H> Leader<K, H> {
         });
     }
 
+    /// A reader of this flight for the leader's own client, so the fetch can
+    /// run in its own task (and finish for the others even if that client
+    /// leaves) while the client streams like any follower.
+    pub fn follower(&self) -> Follower<H> {
+        Follower {
+            flight: Arc::clone(&self.flight),
+            next_chunk: 0,
+        }
+    }
+
     /// The body is complete: followers drain the remaining chunks and end.
     pub fn finish(mut self) {
         self.end(End::Finished);

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::age::ResponseTimes;
+use crate::cache_control::ResponseDirectives;
 use crate::freshness::Lifetime;
 use crate::vary::{SecondaryKey, VarySpec};
 
@@ -36,6 +37,9 @@ pub struct StoredResponse {
     pub times: ResponseTimes,
     /// The freshness lifetime computed when the response was stored (§4.2.1).
     pub lifetime: Lifetime,
+    /// The cache directives that applied (targeted field or Cache-Control),
+    /// kept for reuse decisions (§4.2.4, RFC 5861).
+    pub directives: ResponseDirectives,
     /// The response's `Vary` (§4.1).
     pub vary: VarySpec,
     /// The secondary key of the request that produced it; `None` for

@@ -408,6 +408,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 source: LifetimeSource::MaxAge,
             },
+            directives: Default::default(),
             vary: spec,
             secondary,
         })

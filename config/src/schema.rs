@@ -126,13 +126,26 @@ pub struct CertPair {
     pub default: bool,
 }
 
-/// `[cache]`: cache tiers.
+/// `[cache]`: cache tiers and node-wide cache policy.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cache {
     /// Memory tier capacity in bytes.
     #[serde(with = "size")]
     pub memory: u64,
+    /// Largest object kept in memory; default memory/8, at most 64 MiB.
+    #[serde(default, with = "opt_size")]
+    pub max_object_size: Option<u64>,
+    /// How long a request waits for another request's fetch of the same
+    /// object before fetching on its own.
+    #[serde(with = "duration")]
+    pub lock_timeout: Duration,
+    /// Cap on heuristic freshness (10% of the time since Last-Modified).
+    #[serde(with = "duration")]
+    pub heuristic_max: Duration,
+    /// An extra targeted cache-control field (RFC 9213) honoured before
+    /// `CDN-Cache-Control`, like `"Edge-Cache-Control"`.
+    pub targeted_field: Option<String>,
     /// Optional disk tier below memory.
     pub disk: Option<DiskCache>,
 }
@@ -141,6 +154,13 @@ impl Default for Cache {
     fn default() -> Self {
         Cache {
             memory: 256 * 1024 * 1024,
+            max_object_size: None,
+            // 5 s: long enough to cover a typical origin's time to first
+            // byte, short enough that a wedged fetch does not hold a queue.
+            lock_timeout: Duration::from_secs(5),
+            // 1 day, as Traffic Server: a guess should not outlive a day.
+            heuristic_max: Duration::from_secs(86_400),
+            targeted_field: None,
             disk: None,
         }
     }
@@ -186,6 +206,54 @@ pub struct Site {
     pub pool: String,
     /// Name of a pool of shield nodes to fetch through.
     pub shield: Option<String>,
+    /// How this site uses the cache.
+    #[serde(default)]
+    pub cache: SiteCache,
+}
+
+/// `cache = { ... }` on a site.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteCache {
+    /// Whether responses of this site are cached at all.
+    pub enabled: bool,
+    /// Leave the query string out of the cache key.
+    pub ignore_query: bool,
+    /// Keep only these query parameters in the cache key.
+    pub keep_params: Option<Vec<String>>,
+    /// Sort query parameters in the cache key.
+    pub sort_params: bool,
+    /// Request headers whose values join the cache key.
+    pub key_headers: Vec<String>,
+    /// Freshness for cacheable responses that carry none.
+    #[serde(default, with = "opt_duration")]
+    pub default_ttl: Option<Duration>,
+    /// Upper bound on any freshness lifetime.
+    #[serde(default, with = "opt_duration")]
+    pub max_ttl: Option<Duration>,
+    /// Requests whose path starts with one of these skip the cache.
+    pub bypass_paths: Vec<String>,
+    /// Requests with these methods skip the cache.
+    pub bypass_methods: Vec<String>,
+    /// Ignore a client's `no-cache` and `max-age=0`, as CDNs commonly do.
+    pub ignore_client_no_cache: bool,
+}
+
+impl Default for SiteCache {
+    fn default() -> Self {
+        SiteCache {
+            enabled: true,
+            ignore_query: false,
+            keep_params: None,
+            sort_params: false,
+            key_headers: Vec::new(),
+            default_ttl: None,
+            max_ttl: None,
+            bypass_paths: Vec::new(),
+            bypass_methods: Vec::new(),
+            ignore_client_no_cache: false,
+        }
+    }
 }
 
 /// `[pools.NAME]`: a set of upstream endpoints.
@@ -377,5 +445,24 @@ mod socket_addr {
                 ))
             })
         }
+    }
+}
+
+/// An optional duration: absent keys take the field's default (`None`).
+mod opt_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
+/// An optional size: absent keys take the field's default (`None`).
+mod opt_size {
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        super::size::deserialize(d).map(Some)
     }
 }

@@ -41,6 +41,7 @@ pub(crate) fn validate(config: &Config) -> Checked {
     let root = KeyPath::root();
     node(config, &root.key("node"))?;
     limits(config, &root.key("limits"))?;
+    cache(config, &root.key("cache"))?;
     listeners(config, &root.key("listeners"))?;
     for (name, pool) in &config.pools {
         self::pool(pool, &root.key("pools").key(name))?;
@@ -99,6 +100,57 @@ fn limits(config: &Config, path: &KeyPath) -> Checked {
         );
     }
     Ok(())
+}
+
+fn cache(config: &Config, path: &KeyPath) -> Checked {
+    let cache = &config.cache;
+    if let Some(name) = &cache.targeted_field {
+        header_name(name, path.key("targeted_field"))?;
+    }
+    if cache.max_object_size == Some(0) {
+        return invalid(
+            path.key("max_object_size"),
+            "must be greater than zero; leave it out for memory/8 (at most 64MiB)",
+        );
+    }
+    nonzero(cache.lock_timeout, path.key("lock_timeout"))?;
+    for (i, site) in config.sites.iter().enumerate() {
+        let site_path = KeyPath::root().key("sites").index(i).key("cache");
+        for (j, name) in site.cache.key_headers.iter().enumerate() {
+            header_name(name, site_path.key("key_headers").index(j))?;
+        }
+        for (j, method) in site.cache.bypass_methods.iter().enumerate() {
+            if http_method_invalid(method) {
+                return invalid(
+                    site_path.key("bypass_methods").index(j),
+                    format!("{method:?} is not an HTTP method; write it like \"GET\""),
+                );
+            }
+        }
+        for (j, prefix) in site.cache.bypass_paths.iter().enumerate() {
+            if !prefix.starts_with('/') {
+                return invalid(
+                    site_path.key("bypass_paths").index(j),
+                    format!("{prefix:?} must start with '/', like \"/api/\""),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header_name(name: &str, path: KeyPath) -> Checked {
+    if name.is_empty() || !name.chars().all(is_tchar) {
+        return invalid(
+            path,
+            format!("{name:?} is not a header field name; write it like \"X-Device\""),
+        );
+    }
+    Ok(())
+}
+
+fn http_method_invalid(method: &str) -> bool {
+    method.is_empty() || !method.chars().all(is_tchar)
 }
 
 fn listeners(config: &Config, path: &KeyPath) -> Checked {

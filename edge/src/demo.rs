@@ -65,7 +65,8 @@ fn print_tour(edge: SocketAddr, admin: SocketAddr) {
 edge demo is running: an edge on http://{edge} in front of two origins (a, b).
 
 Try:
-  curl -i http://{edge}/hello.txt                      # proxied; see Via and X-Origin alternate a/b
+  curl -i http://{edge}/hello.txt                      # miss then hit: see Cache-Status and Age
+  curl -i http://{edge}/api/time                       # no-store: X-Origin alternates a/b
   curl -i --http2-prior-knowledge http://{edge}/hello.txt
   curl -s http://{edge}/ | head                        # the catalogue
   curl -o /dev/null -w '%{{size_download}} bytes in %{{time_total}}s\n' http://{edge}/large.bin

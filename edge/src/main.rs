@@ -7,6 +7,7 @@
 
 mod admin;
 mod body;
+mod cache;
 mod conn;
 mod demo;
 mod forward;

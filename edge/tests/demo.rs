@@ -19,14 +19,35 @@ async fn demo_serves_its_catalogue_and_stops_on_ctrl_c() {
 
     let mut origins = Vec::new();
     for _ in 0..2 {
-        let hello = get(demo.addr(), "/hello.txt").await;
-        assert_eq!(hello.status(), 200);
-        assert_eq!(hello.header("via"), Some("1.1 edge-demo"));
-        assert_eq!(hello.header("cache-control"), Some("public, max-age=60"));
-        origins.push(hello.header("x-origin").unwrap().to_owned());
+        let time = get(demo.addr(), "/api/time").await;
+        assert_eq!(time.status(), 200);
+        assert_eq!(time.header("via"), Some("1.1 edge-demo"));
+        origins.push(time.header("x-origin").unwrap().to_owned());
     }
     origins.sort();
-    assert_eq!(origins, ["a", "b"], "round-robin over both sample origins");
+    assert_eq!(
+        origins,
+        ["a", "b"],
+        "no-store answers rotate over both origins"
+    );
+
+    let first = get(demo.addr(), "/hello.txt").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.header("cache-status"),
+        Some("edge-demo; fwd=uri-miss; stored")
+    );
+    let second = get(demo.addr(), "/hello.txt").await;
+    assert!(
+        second
+            .header("cache-status")
+            .unwrap()
+            .starts_with("edge-demo; hit"),
+        "{:?}",
+        second.header("cache-status")
+    );
+    assert!(second.header("age").is_some());
+    assert_eq!(second.text(), first.text(), "the hit is the stored answer");
 
     let mut sender = http1(demo.addr()).await;
     let large = sender

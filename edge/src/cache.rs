@@ -1,0 +1,881 @@
+//! The cache step of the request path: look up, decide, and on a miss fetch
+//! once for everyone while storing the response as it streams.
+//!
+//! The rules are edge-cache's pure policy functions; this module only asks
+//! them and acts:
+//!
+//! - **hit** (fresh, or stale the request accepts): answered from memory
+//!   with `Age`; a matching client conditional gets 304.
+//! - **stale within `stale-while-revalidate`**: answered from memory at
+//!   once; one background refresh per key (the refresh is a coalescing
+//!   flight, so concurrent stale hits start no second one).
+//! - **stale otherwise**: revalidated with a conditional request; 304
+//!   refreshes the stored headers, 200 replaces the entry, an origin error
+//!   within `stale-if-error` serves the stale copy.
+//! - **miss**: the first request leads a coalescing flight; its fetch runs in
+//!   its own task, publishing the head and each body chunk to every client
+//!   of the flight (the leader's own client included) and storing the
+//!   object when the body completed in full. Followers stream as chunks
+//!   arrive. A response that turns out not storable releases every follower
+//!   at once to fetch on its own.
+//!
+//! Trade-offs, on purpose for now: only responses with a `Content-Length`
+//! within the per-object limit are coalesced and stored (a chunked or
+//! larger response streams straight through, so memory stays bounded);
+//! `Range` requests and HEAD misses bypass the cache.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use edge_cache::age::{self, ResponseTimes};
+use edge_cache::cache_control::{self, RequestDirectives, ResponseDirectives};
+use edge_cache::coalesce::{Coalescer, Follower, Joined, Leader};
+use edge_cache::entry::StoredResponse;
+use edge_cache::freshness::{self, FreshnessInput, FreshnessOptions};
+use edge_cache::key::{CacheKey, KeyOptions};
+use edge_cache::memory::{Lookup, MemoryOptions, MemoryTier};
+use edge_cache::reuse::{self, Reuse, ReuseOptions, StoredFreshness};
+use edge_cache::storable::{self, StoreOptions, StoreRequest, StoreResponse};
+use edge_cache::vary::{self, SecondaryKey, VarySpec};
+use edge_cache::{invalidation, validation};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{self, BoxError, ProxyBody};
+use crate::forward::{self, ViaValues};
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Request headers that would turn a cache fill into a partial or 304
+/// answer; a fill always asks for the full representation.
+const CLIENT_CONDITIONALS: [HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The node's cache: the memory tier and the in-flight fetches, shared by
+/// every worker.
+pub struct HttpCache {
+    memory: MemoryTier,
+    flights: Coalescer<CacheKey, Arc<SharedHead>>,
+    targeted: Vec<HeaderName>,
+    lock_timeout: Duration,
+    node_id: String,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("memory", &self.memory.options())
+            .field("targeted", &self.targeted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCache {
+    /// The cache described by `[cache]`.
+    pub fn new(config: &edge_config::Config) -> anyhow::Result<Self> {
+        let cache = &config.cache;
+        let mut memory = MemoryOptions::for_capacity(cache.memory);
+        if let Some(max) = cache.max_object_size {
+            memory.max_object_bytes = max.min(cache.memory);
+        }
+        let mut targeted = Vec::new();
+        if let Some(name) = &cache.targeted_field {
+            targeted.push(HeaderName::from_bytes(
+                name.to_ascii_lowercase().as_bytes(),
+            )?);
+        }
+        targeted.push(cache_control::CDN_CACHE_CONTROL);
+        let max_buffer = usize::try_from(memory.max_object_bytes).unwrap_or(usize::MAX);
+        Ok(HttpCache {
+            memory: MemoryTier::new(memory),
+            flights: Coalescer::with_max_buffer(max_buffer),
+            targeted,
+            lock_timeout: cache.lock_timeout,
+            node_id: config.node.id.clone(),
+        })
+    }
+
+    fn max_object(&self) -> u64 {
+        self.memory.options().max_object_bytes
+    }
+
+    /// A `Cache-Status` member of this node (RFC 9211 §2).
+    fn status(&self, params: &str) -> String {
+        format!("{}; {params}", self.node_id)
+    }
+}
+
+/// A site's cache policy, derived once from its `cache = { … }` table.
+#[derive(Debug)]
+pub struct SitePolicy {
+    enabled: bool,
+    key: KeyOptions,
+    freshness: FreshnessOptions,
+    reuse: ReuseOptions,
+    store: StoreOptions,
+    bypass_paths: Vec<String>,
+    bypass_methods: Vec<Method>,
+}
+
+impl SitePolicy {
+    /// The policy of one site.
+    pub fn new(site: &edge_config::SiteCache, cache: &edge_config::Cache) -> anyhow::Result<Self> {
+        let key_headers = site
+            .key_headers
+            .iter()
+            .map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let bypass_methods = site
+            .bypass_methods
+            .iter()
+            .map(|m| Method::from_bytes(m.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        Ok(SitePolicy {
+            enabled: site.enabled,
+            key: KeyOptions {
+                ignore_query: site.ignore_query,
+                keep_params: site.keep_params.clone(),
+                sort_params: site.sort_params,
+                add_headers: key_headers,
+            },
+            freshness: FreshnessOptions {
+                heuristic_max: cache.heuristic_max,
+                default_ttl: site.default_ttl,
+                max_ttl: site.max_ttl,
+                ..FreshnessOptions::default()
+            },
+            reuse: ReuseOptions {
+                ignore_client_no_cache: site.ignore_client_no_cache,
+            },
+            store: StoreOptions {
+                cache_default_ttl: site.default_ttl.is_some(),
+            },
+            bypass_paths: site.bypass_paths.clone(),
+            bypass_methods,
+        })
+    }
+
+    /// Whether this request may be answered from, or stored in, the cache.
+    pub fn applies_to(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        self.enabled
+            && (method == Method::GET || method == Method::HEAD)
+            && !self.bypass_methods.contains(method)
+            && !self.bypass_paths.iter().any(|p| path.starts_with(p.as_str()))
+            // Ranges arrive with the disk tier (issue: ranges from cached objects).
+            && !headers.contains_key(header::RANGE)
+    }
+}
+
+/// The response head shared with every client of a flight.
+#[derive(Debug, Clone)]
+pub struct SharedHead {
+    status: StatusCode,
+    headers: HeaderMap,
+    vary: VarySpec,
+    secondary: Option<SecondaryKey>,
+}
+
+/// What the cache step needs to reach the origin: cheap to clone into a
+/// background task.
+#[derive(Clone)]
+pub struct Fetch {
+    /// The node's cache.
+    pub cache: Arc<HttpCache>,
+    /// The site's policy.
+    pub policy: Arc<SitePolicy>,
+    /// This worker's client for the site's pool.
+    pub client: UpstreamClient,
+    /// The pool's idle-body timeout.
+    pub body_timeout: Duration,
+    /// This node's `Via` values.
+    pub via: ViaValues,
+    /// The client's protocol version, for the response.
+    pub version: http::Version,
+}
+
+/// A cacheable request, prepared for upstream.
+pub struct CacheableRequest {
+    /// GET or HEAD.
+    pub method: Method,
+    /// Absolute upstream URI.
+    pub uri: Uri,
+    /// Upstream request headers (client's, with proxy rewrites applied).
+    pub headers: HeaderMap,
+    /// Host used in the cache key.
+    pub host: String,
+    /// Path and query used in the cache key.
+    pub path_and_query: String,
+}
+
+impl Fetch {
+    /// Answers a cacheable request.
+    pub async fn serve(self, req: CacheableRequest) -> Response<ProxyBody> {
+        let key = edge_cache::key::cache_key(
+            "http",
+            &req.host,
+            &req.path_and_query,
+            &req.headers,
+            &self.policy.key,
+        );
+        let directives = cache_control::parse_request(req.headers.get_all(header::CACHE_CONTROL));
+        if directives.no_store {
+            return self.passthrough(&req, "fwd=bypass").await;
+        }
+        let now = SystemTime::now();
+        let (fwd, stale) = match self.cache.memory.lookup(&key, &req.headers) {
+            Lookup::Hit(entry) => {
+                let current_age = age::current_age(&entry.times, now);
+                let stored = StoredFreshness {
+                    freshness_lifetime: entry.lifetime.ttl,
+                    current_age,
+                    directives: &entry.directives,
+                };
+                match reuse::decide(&stored, &directives, &self.policy.reuse) {
+                    Reuse::Fresh | Reuse::StaleAccepted { .. } => {
+                        return self.answer_from_store(&req, &entry, current_age, "hit");
+                    }
+                    Reuse::StaleWhileRevalidate { .. } => {
+                        self.refresh_in_background(&req, key, entry.clone());
+                        return self.answer_from_store(&req, &entry, current_age, "hit");
+                    }
+                    Reuse::GatewayTimeout => return self.only_if_cached_miss(),
+                    Reuse::MustValidate { reason } => (reason.cache_status_fwd(), Some(entry)),
+                }
+            }
+            Lookup::VaryMiss => ("vary-miss", None),
+            Lookup::UriMiss => ("uri-miss", None),
+        };
+        if stale.is_none() && reuse::only_if_cached(&directives) {
+            return self.only_if_cached_miss();
+        }
+        if req.method == Method::HEAD {
+            return self.passthrough(&req, &format!("fwd={fwd}")).await;
+        }
+        match self.cache.flights.join(key.clone()) {
+            Joined::Leader(leader) => self.lead(leader, key, &req, &directives, stale, fwd).await,
+            Joined::Follower(follower) => match follower.head(self.cache.lock_timeout).await {
+                Ok(head) if head_fits(&head, &req.headers) => {
+                    let status = self.cache.status(&format!("fwd={fwd}; collapsed"));
+                    self.answer_from_flight(&head, follower, &status)
+                }
+                _ => self.passthrough(&req, &format!("fwd={fwd}")).await,
+            },
+            Joined::Bypass => self.passthrough(&req, &format!("fwd={fwd}")).await,
+        }
+    }
+
+    /// Fetches for a flight (conditionally when `stale` is given) and answers
+    /// the leading client.
+    async fn lead(
+        &self,
+        mut leader: Leader<CacheKey, Arc<SharedHead>>,
+        key: CacheKey,
+        req: &CacheableRequest,
+        directives: &RequestDirectives,
+        stale: Option<Arc<StoredResponse>>,
+        fwd: &str,
+    ) -> Response<ProxyBody> {
+        let mut headers = req.headers.clone();
+        for name in CLIENT_CONDITIONALS {
+            headers.remove(name);
+        }
+        if let Some(stale) = &stale {
+            for (name, value) in &validation::conditional_headers(&stale.headers) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let request_time = SystemTime::now();
+        let result = self.send(&Method::GET, &req.uri, headers).await;
+        let response_time = SystemTime::now();
+        let stale_allowed = |stale: &StoredResponse| {
+            let stored = StoredFreshness {
+                freshness_lifetime: stale.lifetime.ttl,
+                current_age: age::current_age(&stale.times, response_time),
+                directives: &stale.directives,
+            };
+            reuse::may_serve_stale_on_error(&stored, directives)
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                drop(leader);
+                if let Some(stale) = stale.filter(|s| stale_allowed(s)) {
+                    tracing::warn!(%error, "origin unreachable; serving stale");
+                    let age = age::current_age(&stale.times, response_time);
+                    return self.answer_from_store(
+                        req,
+                        &stale,
+                        age,
+                        "fwd=stale; detail=origin-unreachable",
+                    );
+                }
+                tracing::warn!(%error, "upstream request failed");
+                return error_response(&error);
+            }
+        };
+        let status = response.status();
+        if let Some(stale) = &stale {
+            if status == StatusCode::NOT_MODIFIED {
+                let fresh =
+                    self.revalidated(stale, response.headers(), request_time, response_time);
+                self.cache
+                    .memory
+                    .replace_variant(&key, stale, fresh.clone());
+                leader.publish_head(Arc::new(head_of(&fresh)));
+                for chunk in &fresh.body {
+                    leader.push_chunk(chunk.clone());
+                }
+                leader.finish();
+                let age = age::current_age(&fresh.times, SystemTime::now());
+                return self.answer_from_store(req, &fresh, age, "fwd=stale; fwd-status=304");
+            }
+            if status.is_server_error() && stale_allowed(stale) {
+                leader.release_uncacheable();
+                let age = age::current_age(&stale.times, response_time);
+                let member = format!("fwd=stale; fwd-status={}", status.as_u16());
+                return self.answer_from_store(req, stale, age, &member);
+            }
+        }
+        let fwd = match &stale {
+            Some(_) => format!("fwd={fwd}; fwd-status={}", status.as_u16()),
+            None => format!("fwd={fwd}"),
+        };
+        let (head, body) = response.into_parts();
+        let Some(plan) = self.store_plan(req, directives, &head, request_time, response_time)
+        else {
+            leader.release_uncacheable();
+            return self.relay(Response::from_parts(head, body), &self.cache.status(&fwd));
+        };
+        let shared = Arc::new(plan.head.clone());
+        leader.publish_head(shared.clone());
+        let follower = leader.follower();
+        let body = body::with_idle_timeout(body, self.body_timeout);
+        tokio::spawn(fill(leader, body, plan, key, self.cache.clone()));
+        self.answer_from_flight(
+            &shared,
+            follower,
+            &self.cache.status(&format!("{fwd}; stored")),
+        )
+    }
+
+    /// Decides whether the response head may be stored, and how.
+    fn store_plan(
+        &self,
+        req: &CacheableRequest,
+        request_directives: &RequestDirectives,
+        head: &http::response::Parts,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Option<StorePlan> {
+        let length = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())?;
+        if length > self.cache.max_object() {
+            return None;
+        }
+        let (directives, source) =
+            cache_control::shared_cache_directives(&head.headers, &self.cache.targeted);
+        let targeted = matches!(source, cache_control::DirectiveSource::Targeted(_));
+        let decision = storable::storability(
+            &StoreRequest {
+                method: &req.method,
+                headers: &req.headers,
+                directives: request_directives,
+            },
+            &StoreResponse {
+                status: head.status,
+                headers: &head.headers,
+                directives: &directives,
+                has_targeted: targeted,
+            },
+            &self.policy.store,
+        );
+        let storable = match decision {
+            Ok(storable) => storable,
+            Err(reason) => {
+                tracing::debug!(reason = reason.as_str(), "response not stored");
+                return None;
+            }
+        };
+        let mut headers = head.headers.clone();
+        forward::strip_hop_by_hop(&mut headers);
+        for field in &storable.strip_fields {
+            headers.remove(field.as_str());
+        }
+        if !headers.contains_key(header::DATE) {
+            headers.insert(
+                header::DATE,
+                HeaderValue::from_str(&httpdate::fmt_http_date(response_time)).ok()?,
+            );
+        }
+        let date = headers
+            .get(header::DATE)
+            .and_then(|d| age::parse_http_date(d.as_bytes()));
+        let lifetime = freshness::freshness_lifetime(
+            &FreshnessInput {
+                status: head.status,
+                directives: &directives,
+                targeted,
+                date,
+                expires: freshness::parse_expires(head.headers.get_all(header::EXPIRES)),
+                last_modified: headers
+                    .get(header::LAST_MODIFIED)
+                    .and_then(|v| age::parse_http_date(v.as_bytes())),
+                response_time,
+            },
+            &self.policy.freshness,
+        );
+        // Already stale and impossible to revalidate: storing it would only
+        // evict something useful.
+        let validatable =
+            headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+        if lifetime.ttl.is_zero() && !validatable {
+            tracing::debug!("response has no freshness and no validator; not stored");
+            return None;
+        }
+        let times = ResponseTimes {
+            request_time,
+            response_time,
+            date,
+            age_header: age::parse_age(headers.get_all(header::AGE)),
+        };
+        let vary = vary::vary_fields(&headers);
+        let secondary = vary::secondary_key(&vary, &req.headers);
+        Some(StorePlan {
+            head: SharedHead {
+                status: head.status,
+                headers,
+                vary,
+                secondary,
+            },
+            length,
+            times,
+            lifetime,
+            directives,
+        })
+    }
+
+    /// The stored response updated by a 304 (RFC 9111 §4.3.4, §3.2).
+    fn revalidated(
+        &self,
+        stale: &StoredResponse,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Arc<StoredResponse> {
+        let mut headers = validation::merge_304(&stale.headers, not_modified);
+        if !not_modified.contains_key(header::DATE)
+            && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time))
+        {
+            headers.insert(header::DATE, date);
+        }
+        let (directives, source) =
+            cache_control::shared_cache_directives(&headers, &self.cache.targeted);
+        let date = headers
+            .get(header::DATE)
+            .and_then(|d| age::parse_http_date(d.as_bytes()));
+        let lifetime = freshness::freshness_lifetime(
+            &FreshnessInput {
+                status: stale.status,
+                directives: &directives,
+                targeted: matches!(source, cache_control::DirectiveSource::Targeted(_)),
+                date,
+                expires: freshness::parse_expires(headers.get_all(header::EXPIRES)),
+                last_modified: headers
+                    .get(header::LAST_MODIFIED)
+                    .and_then(|v| age::parse_http_date(v.as_bytes())),
+                response_time,
+            },
+            &self.policy.freshness,
+        );
+        let vary = vary::vary_fields(&headers);
+        Arc::new(StoredResponse {
+            status: stale.status,
+            body: stale.body.clone(),
+            times: ResponseTimes {
+                request_time,
+                response_time,
+                date,
+                age_header: age::parse_age(not_modified.get_all(header::AGE)),
+            },
+            lifetime,
+            directives,
+            secondary: if vary == stale.vary {
+                stale.secondary.clone()
+            } else {
+                None
+            },
+            vary,
+            headers,
+        })
+    }
+
+    /// Starts one background refresh for `key` unless one is running.
+    fn refresh_in_background(
+        &self,
+        req: &CacheableRequest,
+        key: CacheKey,
+        stale: Arc<StoredResponse>,
+    ) {
+        let Joined::Leader(leader) = self.cache.flights.join(key.clone()) else {
+            return;
+        };
+        let fetch = self.clone();
+        let req = CacheableRequest {
+            method: Method::GET,
+            uri: req.uri.clone(),
+            headers: req.headers.clone(),
+            host: req.host.clone(),
+            path_and_query: req.path_and_query.clone(),
+        };
+        tokio::spawn(async move {
+            let directives = RequestDirectives::default();
+            let response = fetch
+                .lead(leader, key, &req, &directives, Some(stale), "stale")
+                .await;
+            // Nobody reads this answer; a stored 200 keeps filling in its
+            // own task.
+            drop(response);
+        });
+    }
+
+    /// A response built from a stored entry.
+    fn answer_from_store(
+        &self,
+        req: &CacheableRequest,
+        entry: &Arc<StoredResponse>,
+        current_age: Duration,
+        member: &str,
+    ) -> Response<ProxyBody> {
+        let member = match member {
+            "hit" => format!("hit; ttl={}", entry.lifetime.remaining_secs(current_age)),
+            other => other.to_owned(),
+        };
+        let cache_status = self.cache.status(&member);
+        let age_value = HeaderValue::from(age::age_header_value(current_age));
+        if validation::client_conditional_matches(&req.method, &req.headers, &entry.headers) {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = validation::not_modified_headers(&entry.headers);
+            return self.finish_headers(response, Some(age_value), &cache_status);
+        }
+        let body = if req.method == Method::HEAD {
+            body::empty()
+        } else {
+            StoredBody {
+                entry: entry.clone(),
+                next: 0,
+            }
+            .boxed_unsync()
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = entry.headers.clone();
+        self.finish_headers(response, Some(age_value), &cache_status)
+    }
+
+    /// A response streaming a flight's body.
+    fn answer_from_flight(
+        &self,
+        head: &SharedHead,
+        follower: Follower<Arc<SharedHead>>,
+        cache_status: &str,
+    ) -> Response<ProxyBody> {
+        let mut response = Response::new(
+            FlightBody {
+                follower: Some(follower),
+                pending: None,
+            }
+            .boxed_unsync(),
+        );
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers.clone();
+        self.finish_headers(response, None, cache_status)
+    }
+
+    /// Forwards the request without the cache's help.
+    async fn passthrough(&self, req: &CacheableRequest, member: &str) -> Response<ProxyBody> {
+        match self.send(&req.method, &req.uri, req.headers.clone()).await {
+            Ok(response) => self.relay(response, &self.cache.status(member)),
+            Err(error) => {
+                tracing::warn!(%error, "upstream request failed");
+                error_response(&error)
+            }
+        }
+    }
+
+    /// Relays an upstream response to the client.
+    fn relay(&self, response: Response<Incoming>, cache_status: &str) -> Response<ProxyBody> {
+        let (mut head, body) = response.into_parts();
+        forward::strip_hop_by_hop(&mut head.headers);
+        let response = Response::from_parts(head, body::with_idle_timeout(body, self.body_timeout));
+        self.finish_headers(response, None, cache_status)
+    }
+
+    /// Adds the per-hop fields every answer of this step carries.
+    fn finish_headers(
+        &self,
+        mut response: Response<ProxyBody>,
+        age_value: Option<HeaderValue>,
+        cache_status: &str,
+    ) -> Response<ProxyBody> {
+        *response.version_mut() = self.version;
+        let headers = response.headers_mut();
+        headers.append(
+            header::VIA,
+            self.via.for_version(http::Version::HTTP_11).clone(),
+        );
+        if let Some(age_value) = age_value {
+            headers.insert(header::AGE, age_value);
+        }
+        append_cache_status(headers, cache_status);
+        response
+    }
+
+    fn only_if_cached_miss(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(body::full(Bytes::from_static(
+            b"edge: only-if-cached and nothing usable is cached\n",
+        )));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        self.finish_headers(response, None, &self.cache.status("fwd=miss"))
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut request = Request::new(body::empty());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
+        self.client.send(request).await
+    }
+}
+
+/// After a successful unsafe request, drops the cached entries of its
+/// target URI and of same-origin `Location` / `Content-Location` (RFC 9111 §4.4).
+pub fn invalidate_after(
+    cache: &HttpCache,
+    policy: &SitePolicy,
+    method: &Method,
+    status: StatusCode,
+    host: &str,
+    path_and_query: &str,
+    response_headers: &HeaderMap,
+) {
+    let targets = invalidation::invalidation_targets(
+        method,
+        status,
+        "http",
+        host,
+        path_and_query,
+        response_headers,
+    );
+    for target in targets {
+        cache.memory.remove_url(&target.cache_url(&policy.key));
+    }
+}
+
+/// Appends this hop's member to `Cache-Status` (RFC 9211 §2: the last
+/// member is the cache closest to the client).
+fn append_cache_status(headers: &mut HeaderMap, member: &str) {
+    let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+        Some(upstream) => format!("{upstream}, {member}"),
+        None => member.to_owned(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(CACHE_STATUS, value);
+    }
+}
+
+fn error_response(error: &UpstreamError) -> Response<ProxyBody> {
+    let (status, text) = error.client_answer();
+    crate::proxy::local(status, text)
+}
+
+/// Whether a flight's response may answer this request (its Vary matches).
+fn head_fits(head: &SharedHead, request: &HeaderMap) -> bool {
+    match &head.secondary {
+        Some(stored) => vary::matches(&head.vary, stored, request),
+        None => false,
+    }
+}
+
+fn head_of(entry: &StoredResponse) -> SharedHead {
+    SharedHead {
+        status: entry.status,
+        headers: entry.headers.clone(),
+        vary: entry.vary.clone(),
+        secondary: entry.secondary.clone(),
+    }
+}
+
+/// Everything decided at the head of a storable response.
+struct StorePlan {
+    head: SharedHead,
+    length: u64,
+    times: ResponseTimes,
+    lifetime: freshness::Lifetime,
+    directives: ResponseDirectives,
+}
+
+/// Reads the upstream body into the flight and stores the object once the
+/// body arrived complete; any error fails the flight and stores nothing.
+async fn fill(
+    mut leader: Leader<CacheKey, Arc<SharedHead>>,
+    mut body: ProxyBody,
+    plan: StorePlan,
+    key: CacheKey,
+    cache: Arc<HttpCache>,
+) {
+    let mut chunks = Vec::new();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    if received > plan.length {
+                        tracing::warn!(
+                            expected = plan.length,
+                            "origin sent more than Content-Length"
+                        );
+                        return;
+                    }
+                    chunks.push(data.clone());
+                    leader.push_chunk(data);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "origin body failed; not stored");
+                return;
+            }
+        }
+    }
+    if received != plan.length {
+        tracing::warn!(
+            expected = plan.length,
+            received,
+            "origin body truncated; not stored"
+        );
+        return;
+    }
+    // One compact copy per stored object: the received chunks may pin much
+    // larger read buffers, and the store must hold what it counts.
+    let mut compact = BytesMut::with_capacity(received as usize);
+    for chunk in &chunks {
+        compact.extend_from_slice(chunk);
+    }
+    let StorePlan {
+        head,
+        times,
+        lifetime,
+        directives,
+        ..
+    } = plan;
+    let entry = StoredResponse {
+        status: head.status,
+        headers: head.headers,
+        body: vec![compact.freeze()],
+        times,
+        lifetime,
+        directives,
+        vary: head.vary,
+        secondary: head.secondary,
+    };
+    cache.memory.insert(key, Arc::new(entry));
+    leader.finish();
+}
+
+/// A stored body served chunk by chunk, sharing the stored `Bytes`.
+struct StoredBody {
+    entry: Arc<StoredResponse>,
+    next: usize,
+}
+
+impl Body for StoredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let chunk = self.entry.body.get(self.next).cloned();
+        self.next += 1;
+        std::task::Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.entry.body.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let left: u64 = self.entry.body[self.next.min(self.entry.body.len())..]
+            .iter()
+            .map(|c| c.len() as u64)
+            .sum();
+        SizeHint::with_exact(left)
+    }
+}
+
+type NextChunk = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Follower<Arc<SharedHead>>,
+                    Option<Result<Bytes, edge_cache::coalesce::LeaderFailed>>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// A flight's body as it streams: each chunk as soon as it is published.
+struct FlightBody {
+    follower: Option<Follower<Arc<SharedHead>>>,
+    pending: Option<NextChunk>,
+}
+
+impl Body for FlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.pending.is_none() {
+            let Some(mut follower) = self.follower.take() else {
+                return std::task::Poll::Ready(None);
+            };
+            self.pending = Some(Box::pin(async move {
+                let next = follower.next_chunk().await;
+                (follower, next)
+            }));
+        }
+        let pending = self.pending.as_mut().expect("set above");
+        let (follower, next) = std::task::ready!(pending.as_mut().poll(cx));
+        self.pending = None;
+        match next {
+            Some(Ok(chunk)) => {
+                self.follower = Some(follower);
+                std::task::Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Some(Err(failed)) => std::task::Poll::Ready(Some(Err(failed.into()))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
