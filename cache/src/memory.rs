@@ -270,6 +270,13 @@ impl MemoryTier {
             counters.inserts.fetch_add(1, Ordering::Relaxed);
             Op::Put(new)
         });
+        // moka applies evictions in batches (after hundreds of writes or a
+        // timer); until then replaced and over-budget entries stay alive.
+        // Objects are large, so apply them now whenever we hold more than
+        // the budget: the store never holds much beyond `capacity_bytes`.
+        if counters.bytes.load(Ordering::Relaxed) > self.options.capacity_bytes {
+            self.cache.run_pending_tasks();
+        }
         Inserted::Stored
     }
 

@@ -104,6 +104,11 @@ impl HttpCache {
         })
     }
 
+    /// Marks a response that went around the cache (`fwd=bypass`).
+    pub fn mark_bypass(&self, headers: &mut HeaderMap) {
+        append_cache_status(headers, &self.status("fwd=bypass"));
+    }
+
     fn max_object(&self) -> u64 {
         self.memory.options().max_object_bytes
     }
@@ -796,7 +801,15 @@ async fn fill(
         vary: head.vary,
         secondary: head.secondary,
     };
-    cache.memory.insert(key, Arc::new(entry));
+    let outcome = cache.memory.insert(key, Arc::new(entry));
+    let stats = cache.memory.stats();
+    tracing::debug!(
+        ?outcome,
+        bytes = stats.bytes,
+        objects = stats.objects,
+        weighted = cache.memory.weighted_size(),
+        "stored"
+    );
     leader.finish();
 }
 

@@ -266,6 +266,7 @@ impl Proxy {
                 forward::strip_hop_by_hop(&mut head.headers);
                 head.headers
                     .append(header::VIA, pipeline.via.for_version(head.version).clone());
+                pipeline.cache.mark_bypass(&mut head.headers);
                 // We answer in the client's protocol, whatever the origin spoke.
                 head.version = downstream_version;
                 Response::from_parts(
