@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use edge_cache::age::{self, ResponseTimes};
 use edge_cache::cache_control::{self, RequestDirectives, ResponseDirectives};
 use edge_cache::coalesce::{Coalescer, Follower, Joined, Leader};
+use edge_cache::counters::{Outcome, SiteCounters};
 use edge_cache::entry::StoredResponse;
 use edge_cache::freshness::{self, FreshnessInput, FreshnessOptions};
 use edge_cache::key::{CacheKey, KeyOptions};
@@ -129,6 +130,8 @@ pub struct SitePolicy {
     store: StoreOptions,
     bypass_paths: Vec<String>,
     bypass_methods: Vec<Method>,
+    /// What the cache did for this site's requests.
+    pub counters: SiteCounters,
 }
 
 impl SitePolicy {
@@ -166,6 +169,7 @@ impl SitePolicy {
             },
             bypass_paths: site.bypass_paths.clone(),
             bypass_methods,
+            counters: SiteCounters::default(),
         })
     }
 
@@ -233,7 +237,7 @@ impl Fetch {
         );
         let directives = cache_control::parse_request(req.headers.get_all(header::CACHE_CONTROL));
         if directives.no_store {
-            return self.passthrough(&req, "fwd=bypass").await;
+            return self.passthrough(&req, "fwd=bypass", Outcome::Bypass).await;
         }
         let now = SystemTime::now();
         let (fwd, stale) = match self.cache.memory.lookup(&key, &req.headers) {
@@ -246,11 +250,23 @@ impl Fetch {
                 };
                 match reuse::decide(&stored, &directives, &self.policy.reuse) {
                     Reuse::Fresh | Reuse::StaleAccepted { .. } => {
-                        return self.answer_from_store(&req, &entry, current_age, "hit");
+                        return self.answer_from_store(
+                            &req,
+                            &entry,
+                            current_age,
+                            "hit",
+                            Outcome::Hit,
+                        );
                     }
                     Reuse::StaleWhileRevalidate { .. } => {
                         self.refresh_in_background(&req, key, entry.clone());
-                        return self.answer_from_store(&req, &entry, current_age, "hit");
+                        return self.answer_from_store(
+                            &req,
+                            &entry,
+                            current_age,
+                            "hit",
+                            Outcome::Hit,
+                        );
                     }
                     Reuse::GatewayTimeout => return self.only_if_cached_miss(),
                     Reuse::MustValidate { reason } => (reason.cache_status_fwd(), Some(entry)),
@@ -263,18 +279,27 @@ impl Fetch {
             return self.only_if_cached_miss();
         }
         if req.method == Method::HEAD {
-            return self.passthrough(&req, &format!("fwd={fwd}")).await;
+            return self
+                .passthrough(&req, &format!("fwd={fwd}"), Outcome::Miss)
+                .await;
         }
         match self.cache.flights.join(key.clone()) {
             Joined::Leader(leader) => self.lead(leader, key, &req, &directives, stale, fwd).await,
             Joined::Follower(follower) => match follower.head(self.cache.lock_timeout).await {
                 Ok(head) if head_fits(&head, &req.headers) => {
                     let status = self.cache.status(&format!("fwd={fwd}; collapsed"));
+                    self.policy.counters.record(Outcome::Miss, 0);
                     self.answer_from_flight(&head, follower, &status)
                 }
-                _ => self.passthrough(&req, &format!("fwd={fwd}")).await,
+                _ => {
+                    self.passthrough(&req, &format!("fwd={fwd}"), Outcome::Miss)
+                        .await
+                }
             },
-            Joined::Bypass => self.passthrough(&req, &format!("fwd={fwd}")).await,
+            Joined::Bypass => {
+                self.passthrough(&req, &format!("fwd={fwd}"), Outcome::Miss)
+                    .await
+            }
         }
     }
 
@@ -321,6 +346,7 @@ impl Fetch {
                         &stale,
                         age,
                         "fwd=stale; detail=origin-unreachable",
+                        Outcome::StaleOnError,
                     );
                 }
                 tracing::warn!(%error, "upstream request failed");
@@ -341,23 +367,38 @@ impl Fetch {
                 }
                 leader.finish();
                 let age = age::current_age(&fresh.times, SystemTime::now());
-                return self.answer_from_store(req, &fresh, age, "fwd=stale; fwd-status=304");
+                return self.answer_from_store(
+                    req,
+                    &fresh,
+                    age,
+                    "fwd=stale; fwd-status=304",
+                    Outcome::Revalidated,
+                );
             }
             if status.is_server_error() && stale_allowed(stale) {
                 leader.release_uncacheable();
                 let age = age::current_age(&stale.times, response_time);
                 let member = format!("fwd=stale; fwd-status={}", status.as_u16());
-                return self.answer_from_store(req, stale, age, &member);
+                return self.answer_from_store(req, stale, age, &member, Outcome::StaleOnError);
             }
         }
         let fwd = match &stale {
             Some(_) => format!("fwd={fwd}; fwd-status={}", status.as_u16()),
             None => format!("fwd={fwd}"),
         };
+        let outcome = match &stale {
+            Some(_) => Outcome::Revalidated,
+            None => Outcome::Miss,
+        };
+        self.policy.counters.record(outcome, 0);
         let (head, body) = response.into_parts();
         let Some(plan) = self.store_plan(req, directives, &head, request_time, response_time)
         else {
             leader.release_uncacheable();
+            if stale.is_some() {
+                // The entry was replaced by an answer we may not keep.
+                self.cache.memory.invalidate(&key);
+            }
             return self.relay(Response::from_parts(head, body), &self.cache.status(&fwd));
         };
         let shared = Arc::new(plan.head.clone());
@@ -562,6 +603,7 @@ impl Fetch {
         entry: &Arc<StoredResponse>,
         current_age: Duration,
         member: &str,
+        outcome: Outcome,
     ) -> Response<ProxyBody> {
         let member = match member {
             "hit" => format!("hit; ttl={}", entry.lifetime.remaining_secs(current_age)),
@@ -573,11 +615,14 @@ impl Fetch {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.headers_mut() = validation::not_modified_headers(&entry.headers);
+            self.policy.counters.record(outcome, 0);
             return self.finish_headers(response, Some(age_value), &cache_status);
         }
         let body = if req.method == Method::HEAD {
+            self.policy.counters.record(outcome, 0);
             body::empty()
         } else {
+            self.policy.counters.record(outcome, entry.body_len());
             StoredBody {
                 entry: entry.clone(),
                 next: 0,
@@ -610,7 +655,13 @@ impl Fetch {
     }
 
     /// Forwards the request without the cache's help.
-    async fn passthrough(&self, req: &CacheableRequest, member: &str) -> Response<ProxyBody> {
+    async fn passthrough(
+        &self,
+        req: &CacheableRequest,
+        member: &str,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        self.policy.counters.record(outcome, 0);
         match self.send(&req.method, &req.uri, req.headers.clone()).await {
             Ok(response) => self.relay(response, &self.cache.status(member)),
             Err(error) => {

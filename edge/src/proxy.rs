@@ -22,6 +22,7 @@ use crate::cache::{self, CacheableRequest, Fetch, HttpCache, SitePolicy};
 use crate::forward::{self, ViaValues};
 use crate::route::SiteTable;
 use crate::upstream::{PoolSettings, UpstreamClient};
+use edge_cache::counters::Outcome;
 
 const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 
@@ -267,6 +268,7 @@ impl Proxy {
                 head.headers
                     .append(header::VIA, pipeline.via.for_version(head.version).clone());
                 pipeline.cache.mark_bypass(&mut head.headers);
+                policy.counters.record(Outcome::Bypass, 0);
                 // We answer in the client's protocol, whatever the origin spoke.
                 head.version = downstream_version;
                 Response::from_parts(
