@@ -1032,3 +1032,83 @@ async fn memory_budget_holds_when_filled_three_times_over() {
         "RSS {after} KiB after the probes exceeds {limit} KiB"
     );
 }
+
+#[tokio::test]
+async fn a_clients_matching_conditional_gets_304_from_a_fresh_entry() {
+    let origin = Origin::start();
+    let edge = edge_for(&origin, "", "");
+    let path = format!("/cond?{FRESH_60}&etag=v7");
+    assert_stored_miss(&fetch(&edge, &path, &[]).await, "uri-miss");
+
+    // RFC 9111 §4.3.2: a fresh stored response answers the client's
+    // If-None-Match itself.
+    let not_modified = fetch(&edge, &path, &[("if-none-match", "\"v7\"")]).await;
+    assert_eq!(not_modified.status(), 304);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(not_modified.header("etag"), Some("\"v7\""));
+    assert!(CacheStatus::of(&not_modified).is_hit());
+
+    let other = fetch(&edge, &path, &[("if-none-match", "\"v6\"")]).await;
+    assert_eq!(other.status(), 200, "a different tag gets the full answer");
+    assert_eq!(origin.hits("/cond"), 1, "both were answered from the cache");
+}
+
+#[tokio::test]
+async fn site_default_ttl_and_max_ttl_shape_freshness() {
+    let origin = Origin::start();
+    let edge = edge_for(&origin, "", "default_ttl = \"120s\", max_ttl = \"30s\"");
+
+    // No freshness information: default_ttl makes it cacheable, max_ttl caps it.
+    let bare = "/bare";
+    assert_stored_miss(&fetch(&edge, bare, &[]).await, "uri-miss");
+    let hit = fetch(&edge, bare, &[]).await;
+    assert_fresh_hit(&hit);
+    let ttl = CacheStatus::of(&hit).ttl().unwrap();
+    assert!(
+        (0..=30).contains(&ttl),
+        "max_ttl caps default_ttl: ttl={ttl}"
+    );
+
+    // Explicit max-age=600 is capped too.
+    let long = "/long?header=Cache-Control:max-age%3D600";
+    fetch(&edge, long, &[]).await;
+    let ttl = CacheStatus::of(&fetch(&edge, long, &[]).await)
+        .ttl()
+        .unwrap();
+    assert!((0..=30).contains(&ttl), "max_ttl caps max-age: ttl={ttl}");
+    assert_eq!((origin.hits("/bare"), origin.hits("/long")), (1, 1));
+}
+
+#[tokio::test]
+async fn key_options_decide_which_requests_share_an_entry() {
+    let origin = Origin::start();
+    let edge = edge_for(
+        &origin,
+        "",
+        "keep_params = [\"header\"], key_headers = [\"X-Device\"]",
+    );
+    // The key keeps only `header`; `delay` (harmless here) varies freely.
+    let with = |delay: u32| format!("/k?{FRESH_60}&delay={delay}");
+
+    assert_stored_miss(&fetch(&edge, &with(0), &[]).await, "uri-miss");
+    // Another value of a parameter the key drops: same key, a hit.
+    assert_fresh_hit(&fetch(&edge, &with(1), &[]).await);
+    // A different X-Device: a different key, a miss.
+    assert_stored_miss(
+        &fetch(&edge, &with(1), &[("x-device", "phone")]).await,
+        "uri-miss",
+    );
+    assert_fresh_hit(&fetch(&edge, &with(2), &[("x-device", "phone")]).await);
+    assert_eq!(origin.hits("/k"), 2);
+}
+
+#[tokio::test]
+async fn bypass_methods_skip_the_cache() {
+    let origin = Origin::start();
+    let edge = edge_for(&origin, "", "bypass_methods = [\"HEAD\"]");
+    let path = format!("/m?{FRESH_60}");
+    assert_stored_miss(&fetch(&edge, &path, &[]).await, "uri-miss");
+    let head = exchange(&edge, "HEAD", &path, &[]).await;
+    assert_eq!(CacheStatus::of(&head).fwd(), Some("bypass"));
+    assert_eq!(origin.hits("/m"), 2, "the HEAD went to the origin");
+}
