@@ -27,28 +27,35 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use edge_cache::age::{self, ResponseTimes};
-use edge_cache::cache_control::{self, RequestDirectives, ResponseDirectives};
+use bytes::Bytes;
+use edge_cache::age;
+use edge_cache::cache_control::{self, RequestDirectives};
 use edge_cache::coalesce::{Coalescer, Follower, Joined, Leader};
-use edge_cache::counters::{Outcome, SiteCounters};
+use edge_cache::counters::Outcome;
 use edge_cache::entry::StoredResponse;
-use edge_cache::freshness::{self, FreshnessInput, FreshnessOptions};
-use edge_cache::key::{CacheKey, KeyOptions};
+use edge_cache::key::CacheKey;
 use edge_cache::memory::{Lookup, MemoryOptions, MemoryTier};
-use edge_cache::reuse::{self, Reuse, ReuseOptions, StoredFreshness};
-use edge_cache::storable::{self, StoreOptions, StoreRequest, StoreResponse};
+use edge_cache::reuse::{self, Reuse, StoredFreshness};
 use edge_cache::vary::{self, SecondaryKey, VarySpec};
 use edge_cache::{invalidation, validation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{self, BoxError, ProxyBody};
+use crate::body::{self, ProxyBody};
 use crate::forward::{self, ViaValues};
 use crate::upstream::{UpstreamClient, UpstreamError};
+
+mod bodies;
+mod fill;
+mod policy;
+mod store;
+
+pub use policy::SitePolicy;
+
+use bodies::{FlightBody, StoredBody};
+use fill::fill;
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -117,70 +124,6 @@ impl HttpCache {
     /// A `Cache-Status` member of this node (RFC 9211 §2).
     fn status(&self, params: &str) -> String {
         format!("{}; {params}", self.node_id)
-    }
-}
-
-/// A site's cache policy, derived once from its `cache = { … }` table.
-#[derive(Debug)]
-pub struct SitePolicy {
-    enabled: bool,
-    key: KeyOptions,
-    freshness: FreshnessOptions,
-    reuse: ReuseOptions,
-    store: StoreOptions,
-    bypass_paths: Vec<String>,
-    bypass_methods: Vec<Method>,
-    /// What the cache did for this site's requests.
-    pub counters: SiteCounters,
-}
-
-impl SitePolicy {
-    /// The policy of one site.
-    pub fn new(site: &edge_config::SiteCache, cache: &edge_config::Cache) -> anyhow::Result<Self> {
-        let key_headers = site
-            .key_headers
-            .iter()
-            .map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()))
-            .collect::<Result<_, _>>()?;
-        let bypass_methods = site
-            .bypass_methods
-            .iter()
-            .map(|m| Method::from_bytes(m.as_bytes()))
-            .collect::<Result<_, _>>()?;
-        Ok(SitePolicy {
-            enabled: site.enabled,
-            key: KeyOptions {
-                ignore_query: site.ignore_query,
-                keep_params: site.keep_params.clone(),
-                sort_params: site.sort_params,
-                add_headers: key_headers,
-            },
-            freshness: FreshnessOptions {
-                heuristic_max: cache.heuristic_max,
-                default_ttl: site.default_ttl,
-                max_ttl: site.max_ttl,
-                ..FreshnessOptions::default()
-            },
-            reuse: ReuseOptions {
-                ignore_client_no_cache: site.ignore_client_no_cache,
-            },
-            store: StoreOptions {
-                cache_default_ttl: site.default_ttl.is_some(),
-            },
-            bypass_paths: site.bypass_paths.clone(),
-            bypass_methods,
-            counters: SiteCounters::default(),
-        })
-    }
-
-    /// Whether this request may be answered from, or stored in, the cache.
-    pub fn applies_to(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-        self.enabled
-            && (method == Method::GET || method == Method::HEAD)
-            && !self.bypass_methods.contains(method)
-            && !self.bypass_paths.iter().any(|p| path.starts_with(p.as_str()))
-            // Ranges arrive with the disk tier (issue: ranges from cached objects).
-            && !headers.contains_key(header::RANGE)
     }
 }
 
@@ -413,160 +356,6 @@ impl Fetch {
         )
     }
 
-    /// Decides whether the response head may be stored, and how.
-    fn store_plan(
-        &self,
-        req: &CacheableRequest,
-        request_directives: &RequestDirectives,
-        head: &http::response::Parts,
-        request_time: SystemTime,
-        response_time: SystemTime,
-    ) -> Option<StorePlan> {
-        let length = head
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())?;
-        if length > self.cache.max_object() {
-            return None;
-        }
-        let (directives, source) =
-            cache_control::shared_cache_directives(&head.headers, &self.cache.targeted);
-        let targeted = matches!(source, cache_control::DirectiveSource::Targeted(_));
-        let decision = storable::storability(
-            &StoreRequest {
-                method: &req.method,
-                headers: &req.headers,
-                directives: request_directives,
-            },
-            &StoreResponse {
-                status: head.status,
-                headers: &head.headers,
-                directives: &directives,
-                has_targeted: targeted,
-            },
-            &self.policy.store,
-        );
-        let storable = match decision {
-            Ok(storable) => storable,
-            Err(reason) => {
-                tracing::debug!(reason = reason.as_str(), "response not stored");
-                return None;
-            }
-        };
-        let mut headers = head.headers.clone();
-        forward::strip_hop_by_hop(&mut headers);
-        for field in &storable.strip_fields {
-            headers.remove(field.as_str());
-        }
-        if !headers.contains_key(header::DATE) {
-            headers.insert(
-                header::DATE,
-                HeaderValue::from_str(&httpdate::fmt_http_date(response_time)).ok()?,
-            );
-        }
-        let date = headers
-            .get(header::DATE)
-            .and_then(|d| age::parse_http_date(d.as_bytes()));
-        let lifetime = freshness::freshness_lifetime(
-            &FreshnessInput {
-                status: head.status,
-                directives: &directives,
-                targeted,
-                date,
-                expires: freshness::parse_expires(head.headers.get_all(header::EXPIRES)),
-                last_modified: headers
-                    .get(header::LAST_MODIFIED)
-                    .and_then(|v| age::parse_http_date(v.as_bytes())),
-                response_time,
-            },
-            &self.policy.freshness,
-        );
-        // Already stale and impossible to revalidate: storing it would only
-        // evict something useful.
-        let validatable =
-            headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
-        if lifetime.ttl.is_zero() && !validatable {
-            tracing::debug!("response has no freshness and no validator; not stored");
-            return None;
-        }
-        let times = ResponseTimes {
-            request_time,
-            response_time,
-            date,
-            age_header: age::parse_age(headers.get_all(header::AGE)),
-        };
-        let vary = vary::vary_fields(&headers);
-        let secondary = vary::secondary_key(&vary, &req.headers);
-        Some(StorePlan {
-            head: SharedHead {
-                status: head.status,
-                headers,
-                vary,
-                secondary,
-            },
-            length,
-            times,
-            lifetime,
-            directives,
-        })
-    }
-
-    /// The stored response updated by a 304 (RFC 9111 §4.3.4, §3.2).
-    fn revalidated(
-        &self,
-        stale: &StoredResponse,
-        not_modified: &HeaderMap,
-        request_time: SystemTime,
-        response_time: SystemTime,
-    ) -> Arc<StoredResponse> {
-        let mut headers = validation::merge_304(&stale.headers, not_modified);
-        if !not_modified.contains_key(header::DATE)
-            && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time))
-        {
-            headers.insert(header::DATE, date);
-        }
-        let (directives, source) =
-            cache_control::shared_cache_directives(&headers, &self.cache.targeted);
-        let date = headers
-            .get(header::DATE)
-            .and_then(|d| age::parse_http_date(d.as_bytes()));
-        let lifetime = freshness::freshness_lifetime(
-            &FreshnessInput {
-                status: stale.status,
-                directives: &directives,
-                targeted: matches!(source, cache_control::DirectiveSource::Targeted(_)),
-                date,
-                expires: freshness::parse_expires(headers.get_all(header::EXPIRES)),
-                last_modified: headers
-                    .get(header::LAST_MODIFIED)
-                    .and_then(|v| age::parse_http_date(v.as_bytes())),
-                response_time,
-            },
-            &self.policy.freshness,
-        );
-        let vary = vary::vary_fields(&headers);
-        Arc::new(StoredResponse {
-            status: stale.status,
-            body: stale.body.clone(),
-            times: ResponseTimes {
-                request_time,
-                response_time,
-                date,
-                age_header: age::parse_age(not_modified.get_all(header::AGE)),
-            },
-            lifetime,
-            directives,
-            secondary: if vary == stale.vary {
-                stale.secondary.clone()
-            } else {
-                None
-            },
-            vary,
-            headers,
-        })
-    }
-
     /// Starts one background refresh for `key` unless one is running.
     fn refresh_in_background(
         &self,
@@ -776,170 +565,5 @@ fn head_of(entry: &StoredResponse) -> SharedHead {
         headers: entry.headers.clone(),
         vary: entry.vary.clone(),
         secondary: entry.secondary.clone(),
-    }
-}
-
-/// Everything decided at the head of a storable response.
-struct StorePlan {
-    head: SharedHead,
-    length: u64,
-    times: ResponseTimes,
-    lifetime: freshness::Lifetime,
-    directives: ResponseDirectives,
-}
-
-/// Reads the upstream body into the flight and stores the object once the
-/// body arrived complete; any error fails the flight and stores nothing.
-async fn fill(
-    mut leader: Leader<CacheKey, Arc<SharedHead>>,
-    mut body: ProxyBody,
-    plan: StorePlan,
-    key: CacheKey,
-    cache: Arc<HttpCache>,
-) {
-    let mut chunks = Vec::new();
-    let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    received += data.len() as u64;
-                    if received > plan.length {
-                        tracing::warn!(
-                            expected = plan.length,
-                            "origin sent more than Content-Length"
-                        );
-                        return;
-                    }
-                    chunks.push(data.clone());
-                    leader.push_chunk(data);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "origin body failed; not stored");
-                return;
-            }
-        }
-    }
-    if received != plan.length {
-        tracing::warn!(
-            expected = plan.length,
-            received,
-            "origin body truncated; not stored"
-        );
-        return;
-    }
-    // One compact copy per stored object: the received chunks may pin much
-    // larger read buffers, and the store must hold what it counts.
-    let mut compact = BytesMut::with_capacity(received as usize);
-    for chunk in &chunks {
-        compact.extend_from_slice(chunk);
-    }
-    let StorePlan {
-        head,
-        times,
-        lifetime,
-        directives,
-        ..
-    } = plan;
-    let entry = StoredResponse {
-        status: head.status,
-        headers: head.headers,
-        body: vec![compact.freeze()],
-        times,
-        lifetime,
-        directives,
-        vary: head.vary,
-        secondary: head.secondary,
-    };
-    let outcome = cache.memory.insert(key, Arc::new(entry));
-    let stats = cache.memory.stats();
-    tracing::debug!(
-        ?outcome,
-        bytes = stats.bytes,
-        objects = stats.objects,
-        weighted = cache.memory.weighted_size(),
-        "stored"
-    );
-    leader.finish();
-}
-
-/// A stored body served chunk by chunk, sharing the stored `Bytes`.
-struct StoredBody {
-    entry: Arc<StoredResponse>,
-    next: usize,
-}
-
-impl Body for StoredBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let chunk = self.entry.body.get(self.next).cloned();
-        self.next += 1;
-        std::task::Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.next >= self.entry.body.len()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let left: u64 = self.entry.body[self.next.min(self.entry.body.len())..]
-            .iter()
-            .map(|c| c.len() as u64)
-            .sum();
-        SizeHint::with_exact(left)
-    }
-}
-
-type NextChunk = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    Follower<Arc<SharedHead>>,
-                    Option<Result<Bytes, edge_cache::coalesce::LeaderFailed>>,
-                ),
-            > + Send,
-    >,
->;
-
-/// A flight's body as it streams: each chunk as soon as it is published.
-struct FlightBody {
-    follower: Option<Follower<Arc<SharedHead>>>,
-    pending: Option<NextChunk>,
-}
-
-impl Body for FlightBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.pending.is_none() {
-            let Some(mut follower) = self.follower.take() else {
-                return std::task::Poll::Ready(None);
-            };
-            self.pending = Some(Box::pin(async move {
-                let next = follower.next_chunk().await;
-                (follower, next)
-            }));
-        }
-        let pending = self.pending.as_mut().expect("set above");
-        let (follower, next) = std::task::ready!(pending.as_mut().poll(cx));
-        self.pending = None;
-        match next {
-            Some(Ok(chunk)) => {
-                self.follower = Some(follower);
-                std::task::Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
-            Some(Err(failed)) => std::task::Poll::Ready(Some(Err(failed.into()))),
-            None => std::task::Poll::Ready(None),
-        }
     }
 }

@@ -1,0 +1,101 @@
+//! The background half of a miss: read the origin's body into the flight
+//! and store the object once it arrived complete.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use edge_cache::age::ResponseTimes;
+use edge_cache::cache_control::ResponseDirectives;
+use edge_cache::coalesce::Leader;
+use edge_cache::entry::StoredResponse;
+use edge_cache::freshness::Lifetime;
+use edge_cache::key::CacheKey;
+use http_body_util::BodyExt;
+
+use super::{HttpCache, SharedHead};
+use crate::body::ProxyBody;
+
+/// Everything decided at the head of a storable response.
+pub(super) struct StorePlan {
+    pub(super) head: SharedHead,
+    pub(super) length: u64,
+    pub(super) times: ResponseTimes,
+    pub(super) lifetime: Lifetime,
+    pub(super) directives: ResponseDirectives,
+}
+
+/// Reads the upstream body into the flight and stores the object once the
+/// body arrived complete; any error fails the flight and stores nothing.
+pub(super) async fn fill(
+    mut leader: Leader<CacheKey, Arc<SharedHead>>,
+    mut body: ProxyBody,
+    plan: StorePlan,
+    key: CacheKey,
+    cache: Arc<HttpCache>,
+) {
+    let mut chunks = Vec::new();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    if received > plan.length {
+                        tracing::warn!(
+                            expected = plan.length,
+                            "origin sent more than Content-Length"
+                        );
+                        return;
+                    }
+                    chunks.push(data.clone());
+                    leader.push_chunk(data);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "origin body failed; not stored");
+                return;
+            }
+        }
+    }
+    if received != plan.length {
+        tracing::warn!(
+            expected = plan.length,
+            received,
+            "origin body truncated; not stored"
+        );
+        return;
+    }
+    // One compact copy per stored object: the received chunks may pin much
+    // larger read buffers, and the store must hold what it counts.
+    let mut compact = BytesMut::with_capacity(received as usize);
+    for chunk in &chunks {
+        compact.extend_from_slice(chunk);
+    }
+    let StorePlan {
+        head,
+        times,
+        lifetime,
+        directives,
+        ..
+    } = plan;
+    let entry = StoredResponse {
+        status: head.status,
+        headers: head.headers,
+        body: vec![compact.freeze()],
+        times,
+        lifetime,
+        directives,
+        vary: head.vary,
+        secondary: head.secondary,
+    };
+    let outcome = cache.memory.insert(key, Arc::new(entry));
+    let stats = cache.memory.stats();
+    tracing::debug!(
+        ?outcome,
+        bytes = stats.bytes,
+        objects = stats.objects,
+        weighted = cache.memory.weighted_size(),
+        "stored"
+    );
+    leader.finish();
+}
