@@ -12,16 +12,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use edge_config::Config;
 use edge_lb::RoundRobin;
-use http::header::{self, HeaderName, HeaderValue};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
+use hyper::body::Incoming;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, SitePolicy};
 use crate::forward::{self, ViaValues};
 use crate::route::SiteTable;
-use crate::upstream::{PoolSettings, UpstreamClient};
+use crate::upstream::{PoolSettings, UpstreamClient, UpstreamError};
 use edge_cache::counters::Outcome;
 
 const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
@@ -184,19 +187,6 @@ impl Proxy {
             );
         }
 
-        let pool_index = pipeline.site_pools[site];
-        let pool = &pipeline.pools[pool_index];
-        let Some(endpoint) = pool
-            .rotation
-            .pick(pool.endpoints.len())
-            .map(|i| &pool.endpoints[i])
-        else {
-            return local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "edge: the site's pool has no endpoints\n",
-            );
-        };
-
         // The client's Host travels upstream; an HTTP/2 request carries it
         // as :authority, which HTTP/1.1 must send as Host.
         if !head.headers.contains_key(header::HOST)
@@ -205,41 +195,38 @@ impl Proxy {
         {
             head.headers.insert(header::HOST, value);
         }
-        forward::strip_hop_by_hop(&mut head.headers);
-        head.headers
-            .append(header::VIA, pipeline.via.for_version(head.version).clone());
-        forward::add_forwarded_for(&mut head.headers, client.addr.ip(), client.proto);
-        head.headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
-        head.uri = upstream_uri(endpoint, head.uri.path_and_query());
-        head.version = Version::HTTP_11;
-
-        let policy = &pipeline.site_policies[site];
+        let pool = pipeline.site_pools[site];
+        let upstream = Upstream {
+            pipeline: self.pipeline.clone(),
+            pool,
+            client: self.clients[pool].clone(),
+            from: client,
+            version: downstream_version,
+        };
+        let path_and_query = head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let host = head
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let path_and_query = head
-            .uri
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str)
-            .to_owned();
-        if policy.applies_to(&head.method, head.uri.path(), &head.headers) {
+        let policy = &pipeline.site_policies[site];
+
+        if policy.applies_to(&head.method, path_and_query.path(), &head.headers) {
+            // A GET or HEAD body has no defined meaning (RFC 9110 §9.3.1); it is dropped.
+            drop(body);
             let fetch = Fetch {
                 cache: pipeline.cache.clone(),
                 policy: policy.clone(),
-                client: self.clients[pool_index].clone(),
-                body_timeout: pool.settings.body_timeout,
-                via: pipeline.via.clone(),
-                version: downstream_version,
+                upstream,
             };
-            // A GET or HEAD body has no defined meaning (RFC 9110 §9.3.1); it is dropped.
-            drop(body);
             return fetch
                 .serve(CacheableRequest {
                     method: head.method,
-                    uri: head.uri,
                     headers: head.headers,
                     host,
                     path_and_query,
@@ -248,9 +235,9 @@ impl Proxy {
         }
 
         let method = head.method.clone();
-        let body = body::with_idle_timeout(body, pool.settings.body_timeout);
-        match self.clients[pool_index]
-            .send(Request::from_parts(head, body))
+        let body = body::with_idle_timeout(body, upstream.body_timeout());
+        match upstream
+            .send(head.method, &path_and_query, head.headers, body)
             .await
         {
             Ok(response) => {
@@ -261,7 +248,7 @@ impl Proxy {
                     &method,
                     head.status,
                     &host,
-                    &path_and_query,
+                    path_and_query.as_str(),
                     &head.headers,
                 );
                 forward::strip_hop_by_hop(&mut head.headers);
@@ -271,17 +258,71 @@ impl Proxy {
                 policy.counters.record(Outcome::Bypass, 0);
                 // We answer in the client's protocol, whatever the origin spoke.
                 head.version = downstream_version;
-                Response::from_parts(
-                    head,
-                    body::with_idle_timeout(body, pool.settings.body_timeout),
-                )
+                Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
             }
             Err(error) => {
-                tracing::warn!(endpoint = %endpoint, %error, "upstream request failed");
                 let (status, text) = error.client_answer();
                 local(status, text)
             }
         }
+    }
+}
+
+/// The way from one request to its site's origin pool: picks the endpoint,
+/// applies the proxy rewrites of RFC 9110 §7.6 and sends. Cheap to clone
+/// into a background task (a cache refresh).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pipeline: Arc<Pipeline>,
+    pool: usize,
+    client: UpstreamClient,
+    from: ClientInfo,
+    version: Version,
+}
+
+impl Upstream {
+    /// The pool's idle-body timeout.
+    pub fn body_timeout(&self) -> Duration {
+        self.pipeline.pools[self.pool].settings.body_timeout
+    }
+
+    /// The client's protocol version, in which it is answered.
+    pub fn client_version(&self) -> Version {
+        self.version
+    }
+
+    /// The `Via` value for a response received from the origin (HTTP/1.1).
+    pub fn response_via(&self) -> &HeaderValue {
+        self.pipeline.via.for_version(Version::HTTP_11)
+    }
+
+    /// Sends `method path_and_query` with the client's `headers` (rewritten
+    /// here for the hop) and `body` to an endpoint of the pool.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &PathAndQuery,
+        mut headers: HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let pipeline = &*self.pipeline;
+        let pool = &pipeline.pools[self.pool];
+        let endpoint = pool
+            .rotation
+            .pick(pool.endpoints.len())
+            .map(|i| &pool.endpoints[i])
+            .ok_or(UpstreamError::NoEndpoint)?;
+        forward::strip_hop_by_hop(&mut headers);
+        headers.append(header::VIA, pipeline.via.for_version(self.version).clone());
+        forward::add_forwarded_for(&mut headers, self.from.addr.ip(), self.from.proto);
+        headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = upstream_uri(endpoint, Some(path_and_query));
+        *request.headers_mut() = headers;
+        self.client.send(request).await.inspect_err(|error| {
+            tracing::warn!(endpoint = %endpoint, %error, "upstream request failed");
+        })
     }
 }
 

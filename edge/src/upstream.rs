@@ -56,6 +56,9 @@ pub enum UpstreamError {
     /// The connection broke or the origin spoke invalid HTTP.
     #[error("exchange failed: {0}")]
     Exchange(String),
+    /// The pool has no endpoint to send to.
+    #[error("no endpoint available")]
+    NoEndpoint,
 }
 
 impl UpstreamError {
@@ -73,6 +76,10 @@ impl UpstreamError {
             UpstreamError::Exchange(_) => (
                 http::StatusCode::BAD_GATEWAY,
                 "edge: the origin closed the connection or sent an invalid response\n",
+            ),
+            UpstreamError::NoEndpoint => (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "edge: no origin server is available\n",
             ),
         }
     }

@@ -39,13 +39,15 @@ use edge_cache::reuse::{self, Reuse, StoredFreshness};
 use edge_cache::vary::{self, SecondaryKey, VarySpec};
 use edge_cache::{invalidation, validation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::uri::PathAndQuery;
+use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
-use crate::forward::{self, ViaValues};
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::forward;
+use crate::proxy::Upstream;
+use crate::upstream::UpstreamError;
 
 mod bodies;
 mod fill;
@@ -136,36 +138,27 @@ pub struct SharedHead {
     secondary: Option<SecondaryKey>,
 }
 
-/// What the cache step needs to reach the origin: cheap to clone into a
-/// background task.
+/// What the cache step needs: cheap to clone into a background task.
 #[derive(Clone)]
 pub struct Fetch {
     /// The node's cache.
     pub cache: Arc<HttpCache>,
     /// The site's policy.
     pub policy: Arc<SitePolicy>,
-    /// This worker's client for the site's pool.
-    pub client: UpstreamClient,
-    /// The pool's idle-body timeout.
-    pub body_timeout: Duration,
-    /// This node's `Via` values.
-    pub via: ViaValues,
-    /// The client's protocol version, for the response.
-    pub version: http::Version,
+    /// The way to the site's origin pool.
+    pub upstream: Upstream,
 }
 
-/// A cacheable request, prepared for upstream.
+/// A cacheable request, as the client sent it (Host ensured).
 pub struct CacheableRequest {
     /// GET or HEAD.
     pub method: Method,
-    /// Absolute upstream URI.
-    pub uri: Uri,
-    /// Upstream request headers (client's, with proxy rewrites applied).
+    /// The client's request headers.
     pub headers: HeaderMap,
     /// Host used in the cache key.
     pub host: String,
-    /// Path and query used in the cache key.
-    pub path_and_query: String,
+    /// Path and query, for the key and the upstream request.
+    pub path_and_query: PathAndQuery,
 }
 
 impl Fetch {
@@ -174,7 +167,7 @@ impl Fetch {
         let key = edge_cache::key::cache_key(
             "http",
             &req.host,
-            &req.path_and_query,
+            req.path_and_query.as_str(),
             &req.headers,
             &self.policy.key,
         );
@@ -267,7 +260,7 @@ impl Fetch {
             }
         }
         let request_time = SystemTime::now();
-        let result = self.send(&Method::GET, &req.uri, headers).await;
+        let result = self.send(Method::GET, &req.path_and_query, headers).await;
         let response_time = SystemTime::now();
         let stale_allowed = |stale: &StoredResponse| {
             let stored = StoredFreshness {
@@ -292,7 +285,6 @@ impl Fetch {
                         Outcome::StaleOnError,
                     );
                 }
-                tracing::warn!(%error, "upstream request failed");
                 return error_response(&error);
             }
         };
@@ -347,7 +339,7 @@ impl Fetch {
         let shared = Arc::new(plan.head.clone());
         leader.publish_head(shared.clone());
         let follower = leader.follower();
-        let body = body::with_idle_timeout(body, self.body_timeout);
+        let body = body::with_idle_timeout(body, self.upstream.body_timeout());
         tokio::spawn(fill(leader, body, plan, key, self.cache.clone()));
         self.answer_from_flight(
             &shared,
@@ -369,7 +361,6 @@ impl Fetch {
         let fetch = self.clone();
         let req = CacheableRequest {
             method: Method::GET,
-            uri: req.uri.clone(),
             headers: req.headers.clone(),
             host: req.host.clone(),
             path_and_query: req.path_and_query.clone(),
@@ -451,12 +442,12 @@ impl Fetch {
         outcome: Outcome,
     ) -> Response<ProxyBody> {
         self.policy.counters.record(outcome, 0);
-        match self.send(&req.method, &req.uri, req.headers.clone()).await {
+        match self
+            .send(req.method.clone(), &req.path_and_query, req.headers.clone())
+            .await
+        {
             Ok(response) => self.relay(response, &self.cache.status(member)),
-            Err(error) => {
-                tracing::warn!(%error, "upstream request failed");
-                error_response(&error)
-            }
+            Err(error) => error_response(&error),
         }
     }
 
@@ -464,7 +455,10 @@ impl Fetch {
     fn relay(&self, response: Response<Incoming>, cache_status: &str) -> Response<ProxyBody> {
         let (mut head, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut head.headers);
-        let response = Response::from_parts(head, body::with_idle_timeout(body, self.body_timeout));
+        let response = Response::from_parts(
+            head,
+            body::with_idle_timeout(body, self.upstream.body_timeout()),
+        );
         self.finish_headers(response, None, cache_status)
     }
 
@@ -475,12 +469,9 @@ impl Fetch {
         age_value: Option<HeaderValue>,
         cache_status: &str,
     ) -> Response<ProxyBody> {
-        *response.version_mut() = self.version;
+        *response.version_mut() = self.upstream.client_version();
         let headers = response.headers_mut();
-        headers.append(
-            header::VIA,
-            self.via.for_version(http::Version::HTTP_11).clone(),
-        );
+        headers.append(header::VIA, self.upstream.response_via().clone());
         if let Some(age_value) = age_value {
             headers.insert(header::AGE, age_value);
         }
@@ -498,15 +489,13 @@ impl Fetch {
 
     async fn send(
         &self,
-        method: &Method,
-        uri: &Uri,
+        method: Method,
+        path_and_query: &PathAndQuery,
         headers: HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut request = Request::new(body::empty());
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri.clone();
-        *request.headers_mut() = headers;
-        self.client.send(request).await
+        self.upstream
+            .send(method, path_and_query, headers, body::empty())
+            .await
     }
 }
 
