@@ -107,6 +107,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_defaults() {
+        let src = "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [{ cert = \"a.pem\", key = \"a.key\" }] }\n[[sites]]\nhosts = [\"*\"]\npool = \"o\"\n[pools.o]\nendpoints = [\"a:1\"]\n";
+        let config = parse(src, Path::new("edge.toml")).unwrap();
+        let tls = config.listeners[0].tls.as_ref().unwrap();
+        assert!(!tls.certs[0].default);
+        assert_eq!(tls.ticket_key_file, None);
+        assert_eq!(tls.session_cache, 1024);
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.sites[0].redirect_https, None);
+        assert_eq!(config.sites[0].hsts, None);
+    }
+
+    #[test]
     fn explicit_values() {
         let src = format!(
             "{LISTENER}[node]\nworkers = 3\ndrain_timeout = \"1m\"\n[limits]\nmax_header_size = \"64KiB\"\n[cache]\nmemory = 1048576\n"

@@ -105,12 +105,22 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-/// `tls = { certs = [...] }` on a listener.
+/// `tls = { certs = [...], ... }` on a listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// Certificates, chosen by SNI.
+    /// Certificates, chosen by SNI against the names in each certificate.
     pub certs: Vec<CertPair>,
+    /// Secret from which session-ticket keys are derived, shared by every
+    /// node that should resume the others' sessions; without it each
+    /// process makes its own random, rotating keys.
+    pub ticket_key_file: Option<PathBuf>,
+    /// Server-side TLS session cache, in entries (0 disables it).
+    #[serde(default = "defaults::session_cache")]
+    pub session_cache: usize,
+    /// Longest time from accept to a finished TLS handshake.
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
+    pub handshake_timeout: Duration,
 }
 
 /// One certificate chain and its private key, both PEM.
@@ -209,6 +219,10 @@ pub struct Site {
     /// How this site uses the cache.
     #[serde(default)]
     pub cache: SiteCache,
+    /// Answer plain-HTTP requests with this redirect (301 or 308) to https.
+    pub redirect_https: Option<u16>,
+    /// `Strict-Transport-Security` value added to HTTPS responses.
+    pub hsts: Option<String>,
 }
 
 /// `cache = { ... }` on a site.
@@ -338,6 +352,19 @@ mod defaults {
     }
     pub fn health_interval() -> Duration {
         Duration::from_secs(2)
+    }
+    // 1024 sessions of roughly 1 KiB each (chain-free TLS 1.2 state plus
+    // bookkeeping): resumption for clients without ticket support, bounded
+    // memory. Most clients use tickets and never touch it.
+    pub fn session_cache() -> usize {
+        1024
+    }
+    // 10 s: a TLS 1.3 handshake is one round trip plus key exchange, so a
+    // client still unfinished after 10 s on any real network is stuck or
+    // hostile; nginx's ssl_handshake_timeout is 60 s, HAProxy's
+    // `timeout client` typically 30 s, both generous for slowloris.
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
     }
 }
 

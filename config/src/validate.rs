@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use crate::locate::KeyPath;
-use crate::{Config, Pool};
+use crate::{Config, ListenerTls, Pool, Site};
 
 /// A broken rule: where, and what to do about it.
 #[derive(Debug)]
@@ -183,6 +183,122 @@ fn listeners(config: &Config, path: &KeyPath) -> Checked {
             );
         }
     }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if let Some(tls) = &listener.tls {
+            self::tls(tls, &path.index(i).key("tls"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the files exist and hold matching PEM is checked by edge when it
+/// loads them (at start and on reload), where it can name the file.
+fn tls(tls: &ListenerTls, path: &KeyPath) -> Checked {
+    if tls.certs.is_empty() {
+        return invalid(
+            path.key("certs"),
+            "empty; a TLS listener needs at least one certificate, like [{ cert = \"site.pem\", key = \"site.key\" }]",
+        );
+    }
+    let mut default = None;
+    for (j, pair) in tls.certs.iter().enumerate() {
+        let pair_path = path.key("certs").index(j);
+        for (key, file) in [("cert", &pair.cert), ("key", &pair.key)] {
+            if file.as_os_str().is_empty() {
+                return invalid(
+                    pair_path.key(key),
+                    format!("empty path; name a PEM file, like \"certs/site.{key}\""),
+                );
+            }
+        }
+        if pair.default {
+            if let Some(first) = default {
+                return invalid(
+                    pair_path.key("default"),
+                    format!(
+                        "certs[{first}] is already the default; mark at most one certificate default = true"
+                    ),
+                );
+            }
+            default = Some(j);
+        }
+    }
+    if tls
+        .ticket_key_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return invalid(
+            path.key("ticket_key_file"),
+            "empty path; name a file of at least 32 random bytes (`openssl rand 48 > ticket.key`), or leave the key out",
+        );
+    }
+    nonzero(tls.handshake_timeout, path.key("handshake_timeout"))
+}
+
+/// Redirect statuses a site may use: both permanent, so browsers and
+/// crawlers remember the https URL. 308 (RFC 9110 §15.4.9) keeps the method
+/// and body; 301 lets old clients turn a POST into a GET.
+const REDIRECT_STATUSES: [u16; 2] = [301, 308];
+
+fn site_https(site: &Site, path: &KeyPath) -> Checked {
+    if let Some(status) = site.redirect_https
+        && !REDIRECT_STATUSES.contains(&status)
+    {
+        return invalid(
+            path.key("redirect_https"),
+            format!(
+                "{status} is not a permanent redirect; use 308 (keeps the method and body) or 301"
+            ),
+        );
+    }
+    if let Some(hsts) = &site.hsts
+        && let Err(why) = check_hsts(hsts)
+    {
+        return invalid(
+            path.key("hsts"),
+            format!(
+                "invalid Strict-Transport-Security value {hsts:?}: {why}; write it like \"max-age=31536000; includeSubDomains\""
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// An HSTS header value (RFC 6797 §6.1): `;`-separated directives, of which
+/// `max-age` with a number of seconds is required (§6.1.1).
+fn check_hsts(value: &str) -> Result<(), &'static str> {
+    if !value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err("only visible ASCII characters may appear in a header");
+    }
+    let mut max_age = false;
+    for directive in value.split(';').map(str::trim) {
+        if directive.is_empty() {
+            continue;
+        }
+        let (name, arg) = directive
+            .split_once('=')
+            .map_or((directive, None), |(n, a)| (n.trim(), Some(a.trim())));
+        if !name.chars().all(is_tchar) || name.is_empty() {
+            return Err("a directive name is not a token");
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            if max_age {
+                return Err("max-age appears twice");
+            }
+            let seconds = arg.map(|a| a.trim_matches('"'));
+            if !seconds.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+                return Err("max-age needs a number of seconds");
+            }
+            max_age = true;
+        }
+    }
+    if !max_age {
+        return Err("the max-age directive is required");
+    }
     Ok(())
 }
 
@@ -324,6 +440,7 @@ fn sites(config: &Config, path: &KeyPath) -> Checked {
         if let Some(shield) = &site.shield {
             pool_ref(config, shield, site_path.key("shield"))?;
         }
+        site_https(site, &site_path)?;
     }
     Ok(())
 }
@@ -496,6 +613,50 @@ endpoints = [\"127.0.0.1:9000\"]
                 "limits.max_header_size",
                 "2097152 bytes is out of range",
             ),
+            // TLS listeners: at least one certificate, at most one default.
+            (
+                "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [] }\n",
+                9,
+                17,
+                "listeners[1].tls.certs",
+                "empty; a TLS listener needs at least one certificate",
+            ),
+            (
+                "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [{ cert = \"a.pem\", key = \"a.key\", default = true }, { cert = \"b.pem\", key = \"b.key\", default = true }] }\n",
+                9,
+                112,
+                "listeners[1].tls.certs[1].default",
+                "certs[0] is already the default",
+            ),
+            (
+                "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [{ cert = \"\", key = \"a.key\" }] }\n",
+                9,
+                27,
+                "listeners[1].tls.certs[0].cert",
+                "empty path; name a PEM file",
+            ),
+            (
+                "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [{ cert = \"a.pem\", key = \"a.key\" }], handshake_timeout = \"0s\" }\n",
+                9,
+                74,
+                "listeners[1].tls.handshake_timeout",
+                "must be greater than zero",
+            ),
+            // Site https options.
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nredirect_https = 302\n",
+                10,
+                18,
+                "sites[0].redirect_https",
+                "302 is not a permanent redirect; use 308",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nhsts = \"includeSubDomains\"\n",
+                10,
+                8,
+                "sites[0].hsts",
+                "the max-age directive is required",
+            ),
             // Listener addresses are unique, and not the admin address.
             (
                 "[[listeners]]\naddr = \"0.0.0.0:8443\"\n[[listeners]]\naddr = \"0.0.0.0:8080\"\n",
@@ -567,6 +728,9 @@ endpoints = [\"127.0.0.1:9000\"]
             "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[listeners]]\naddr = \"127.0.0.1:0\"\n",
             "[[sites]]\nhosts = [\"*\", \"*.a.com\", \"a.com\", \"[::1]\"]\npool = \"origin\"\nshield = \"origin\"\n",
             "[node]\nid = \"fra1.edge_2\"\nworkers = 1\n",
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\ntls = { certs = [{ cert = \"a.pem\", key = \"a.key\" }, { cert = \"b.pem\", key = \"b.key\", default = true }], ticket_key_file = \"t.key\", session_cache = 0, handshake_timeout = \"500ms\" }\n",
+            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nredirect_https = 301\nhsts = \"max-age=0\"\n",
+            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nredirect_https = 308\nhsts = \"max-age=31536000; includeSubDomains; preload\"\n",
         ];
         for tail in tails {
             let src = format!("{BASE}{tail}");
@@ -628,6 +792,31 @@ endpoints = [\"127.0.0.1:9000\"]
         ];
         for (host, want) in cases {
             assert_eq!(check_host(host), want, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn hsts_values() {
+        let cases = [
+            ("max-age=31536000", Ok(())),
+            ("max-age=31536000; includeSubDomains", Ok(())),
+            ("Max-Age=\"600\" ; preload", Ok(())),
+            ("includeSubDomains; max-age=0", Ok(())),
+            (
+                "includeSubDomains",
+                Err("the max-age directive is required"),
+            ),
+            ("max-age=", Err("max-age needs a number of seconds")),
+            ("max-age=1y", Err("max-age needs a number of seconds")),
+            ("max-age=1; max-age=2", Err("max-age appears twice")),
+            ("max-age=1; a b", Err("a directive name is not a token")),
+            (
+                "max-age=1\n",
+                Err("only visible ASCII characters may appear in a header"),
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(check_hsts(value), want, "{value:?}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The admin API listener: liveness and readiness for orchestrators and
-//! load balancers in front of the node.
+//! load balancers in front of the node, and `POST /reload` (certificates;
+//! guarded by `[admin] token` as a Bearer token when one is set).
 //!
 //! It runs on its own thread so a saturated data plane cannot starve the
 //! health checks that would tell an orchestrator about it.
@@ -18,6 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::tls::reload::CertReloader;
+
 /// Lifecycle phase reported by `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -34,9 +37,33 @@ pub enum Phase {
 #[derive(Debug, Default)]
 pub struct AdminState {
     phase: AtomicU8,
+    /// `[admin] token`: required as `Authorization: Bearer` on mutating
+    /// endpoints when set.
+    token: Option<String>,
+    certs: Arc<CertReloader>,
 }
 
 impl AdminState {
+    /// State for a node with this admin `token` and these TLS listeners.
+    pub fn new(token: Option<String>, certs: Arc<CertReloader>) -> Self {
+        AdminState {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            token,
+            certs,
+        }
+    }
+
+    /// Whether `req` may call a mutating endpoint.
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+    }
     /// Records a lifecycle change.
     pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
@@ -95,6 +122,8 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
             Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (&Method::POST, "/reload") => return reload(req, state),
+        (_, "/reload") => (StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
@@ -104,6 +133,48 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// `POST /reload`: re-reads every TLS listener's certificates. 200 when
+/// all took the new files, 422 when some kept their old ones (the JSON
+/// says which and why). Reading a few PEM files blocks this thread for
+/// well under a millisecond each; the admin thread serves nothing else
+/// that is latency-critical.
+fn reload<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
+    if !state.authorized(req) {
+        let mut response = Response::new(Full::new(Bytes::from_static(
+            b"{\"error\":\"this endpoint needs Authorization: Bearer <[admin] token>\"}\n",
+        )));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"edge admin\""),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
+    let report = state.certs.reload();
+    let mut response = Response::new(Full::new(Bytes::from(report.to_json())));
+    *response.status_mut() = if report.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Compares without an early exit, so response timing does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -125,5 +196,38 @@ mod tests {
         assert_eq!(get("/readyz", &state), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(get("/healthz", &state), StatusCode::OK);
         assert_eq!(get("/nope", &state), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn reload_needs_post_and_the_token_when_set() {
+        let post = |auth: Option<&str>, state: &AdminState| {
+            let mut req = Request::post("/reload");
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
+            answer(&req.body(()).unwrap(), state).status()
+        };
+        let open = AdminState::default();
+        assert_eq!(post(None, &open), StatusCode::OK);
+        assert_eq!(get("/reload", &open), StatusCode::METHOD_NOT_ALLOWED);
+
+        let guarded = AdminState::new(Some("s3cret".into()), Arc::default());
+        assert_eq!(post(None, &guarded), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            post(Some("Bearer nope"), &guarded),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(Some("Basic s3cret"), &guarded),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(post(Some("Bearer s3cret"), &guarded), StatusCode::OK);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -1,9 +1,12 @@
 //! The socket backend: tokio (epoll) sockets served by hyper, HTTP/1.1 and
-//! HTTP/2 (prior knowledge, detected from the connection preface).
+//! HTTP/2 — in clear (h2 by prior knowledge, detected from the connection
+//! preface) or over TLS (chosen by ALPN).
 //!
 //! Everything above the socket is in [`crate::proxy`]; this module only
 //! turns bytes into `http::Request`s and back, enforces the protocol-level
-//! limits, and shuts connections down gracefully when asked.
+//! limits (including the TLS handshake timeout), applies the per-site
+//! HTTPS rules of [`crate::https`], and shuts connections down gracefully
+//! when asked.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -19,7 +23,9 @@ use http::{Request, Version, header};
 use hyper::body::Incoming;
 
 use crate::framing::{FramingWatch, Verdicts};
+use crate::https::{self, Decision, HttpsPolicy};
 use crate::proxy::{AmbiguousFraming, ClientInfo, Proxy};
+use crate::tls::{ALPN_H2, TlsListener};
 
 /// hyper refuses read buffers under 8 KiB, so that is the smallest header
 /// limit we can enforce; edge-config rejects smaller settings.
@@ -27,12 +33,19 @@ const MIN_HEADER_LIMIT: usize = 8 * 1024;
 
 /// Protocol settings shared by every connection of a worker.
 pub struct HttpServer {
+    /// Clear-text connections: HTTP/1.1, or h2 with prior knowledge.
     builder: auto::Builder<TokioExecutor>,
+    /// TLS connections that negotiated `h2` by ALPN.
+    h2_only: auto::Builder<TokioExecutor>,
+    /// TLS connections that negotiated `http/1.1`, or no ALPN at all
+    /// (RFC 9113 §3.2: h2 over TLS requires ALPN).
+    http1_only: auto::Builder<TokioExecutor>,
+    https: Option<Arc<HttpsPolicy>>,
 }
 
 impl HttpServer {
-    /// Applies the configured downstream limits.
-    pub fn new(limits: &edge_config::Limits) -> Self {
+    /// Applies the configured downstream limits and per-site HTTPS rules.
+    pub fn new(limits: &edge_config::Limits, https: Option<Arc<HttpsPolicy>>) -> Self {
         let max_header_size = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -47,22 +60,88 @@ impl HttpServer {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
-        HttpServer { builder }
+        HttpServer {
+            h2_only: builder.clone().http2_only(),
+            http1_only: builder.clone().http1_only(),
+            builder,
+            https,
+        }
     }
 
-    /// Serves one accepted connection until it closes, or until `shutdown`
-    /// flips, after which in-flight requests finish and the connection closes.
+    /// Serves one accepted clear-text connection until it closes, or until
+    /// `shutdown` flips, after which in-flight requests finish and the
+    /// connection closes.
     pub async fn serve(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         proxy: Arc<Proxy>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
         let client = ClientInfo {
             addr: peer,
             proto: "http",
         };
+        self.serve_http(&self.builder, stream, client, proxy, shutdown)
+            .await;
+    }
+
+    /// Completes the TLS handshake (within the listener's handshake
+    /// timeout; a client that has not finished by then is dropped, as is
+    /// one mid-handshake when draining starts), then serves HTTP/2 or
+    /// HTTP/1.1 as ALPN decided, through the same pipeline.
+    pub async fn serve_tls(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        proxy: Arc<Proxy>,
+        tls: Arc<TlsListener>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let timeout = tls.handshake_timeout();
+        let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
+        let stream = tokio::select! {
+            finished = handshake => match finished {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, ?timeout, "TLS handshake timed out; closing");
+                    return;
+                }
+            },
+            () = stopping(&mut shutdown) => return,
+        };
+        drop(tls);
+        let builder = if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            &self.h2_only
+        } else {
+            &self.http1_only
+        };
+        let client = ClientInfo {
+            addr: peer,
+            proto: "https",
+        };
+        self.serve_http(builder, stream, client, proxy, shutdown)
+            .await;
+    }
+
+    /// Serves HTTP on a clear-text stream (a socket, or TLS's plaintext
+    /// side) with `builder`'s protocol choice.
+    async fn serve_http<S>(
+        &self,
+        builder: &auto::Builder<TokioExecutor>,
+        stream: S,
+        client: ClientInfo,
+        proxy: Arc<Proxy>,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let tls = client.proto == "https";
+        let https = self.https.clone();
         let verdicts = Verdicts::default();
         let stream = FramingWatch::new(stream, verdicts.clone());
         let service = service_fn(move |mut req: Request<Incoming>| {
@@ -73,9 +152,18 @@ impl HttpServer {
                 req.extensions_mut().insert(AmbiguousFraming);
             }
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+            let decision = https.as_ref().map(|policy| policy.decide(&req, tls));
+            async move {
+                let hsts = match decision {
+                    Some(Decision::Redirect(response)) => return Ok(response),
+                    Some(Decision::Serve(hsts)) => hsts,
+                    None => None,
+                };
+                let response = proxy.handle(req, client).await;
+                Ok::<_, Infallible>(https::with_hsts(response, hsts))
+            }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
@@ -87,7 +175,7 @@ impl HttpServer {
         if let Err(error) = result {
             // Client-side trouble (resets, bad framing already answered by
             // hyper with 400/431): worth a debug line, not a warning.
-            tracing::debug!(%peer, %error, "connection ended with an error");
+            tracing::debug!(peer = %client.addr, %error, "connection ended with an error");
         }
     }
 }

@@ -1,5 +1,8 @@
 //! `edge demo`: two sample origins and an edge in front of them, on
-//! loopback, with a printed tour of things to try.
+//! loopback, with a printed tour of things to try. The edge serves plain
+//! HTTP on the chosen port and HTTPS 363 ports above it (8080 → 8443),
+//! with a certificate for `localhost` from a CA generated at start; the CA
+//! is written to a file so curl can verify against it.
 //!
 //! The origins serve a small catalogue with the cache headers real sites
 //! send (long-lived static files, no-store API answers, a private page, a
@@ -8,7 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,11 +26,28 @@ use hyper_util::rt::TokioIo;
 /// Port of the demo edge on 127.0.0.1.
 pub const DEFAULT_PORT: u16 = 8080;
 
+/// Offset of the HTTPS port from the HTTP one: 8080 + 363 = 8443, the
+/// conventional pair.
+pub const HTTPS_PORT_OFFSET: u16 = 363;
+
 /// Size of `/large.bin`: big enough to see streaming at work.
 const LARGE_OBJECT: u64 = 64 * 1024 * 1024;
 
 /// Starts the origins and the edge, prints the tour, runs until Ctrl-C.
 pub fn run(port: u16) -> anyhow::Result<()> {
+    let https_port = if port == 0 {
+        0
+    } else {
+        port.checked_add(HTTPS_PORT_OFFSET).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--port {port} leaves no room for the HTTPS port {port}+{HTTPS_PORT_OFFSET}; pick a port below {}",
+                u16::MAX - HTTPS_PORT_OFFSET + 1
+            )
+        })?
+    };
+    // Removed when the demo exits; the CA file is only good for this run.
+    let dir = tempfile::Builder::new().prefix("edge-demo-").tempdir()?;
+    let certs = DemoCerts::generate(dir.path())?;
     let origin_a = start_origin("a")?;
     let origin_b = start_origin("b")?;
     let toml = format!(
@@ -43,6 +63,10 @@ listen = "127.0.0.1:0"
 [[listeners]]
 addr = "127.0.0.1:{port}"
 
+[[listeners]]
+addr = "127.0.0.1:{https_port}"
+tls = {{ certs = [{{ cert = {cert:?}, key = {key:?} }}] }}
+
 [[sites]]
 hosts = ["*"]
 pool = "origin"
@@ -51,27 +75,104 @@ pool = "origin"
 endpoints = ["{origin_a}", "{origin_b}"]
 balance = "round-robin"
 response_timeout = "10s"
-"#
+"#,
+        cert = certs.cert.display().to_string(),
+        key = certs.key.display().to_string(),
     );
     let config = edge_config::parse(&toml, Path::new("<demo config>"))?;
     crate::serve(&config, |node| {
-        print_tour(node.listeners()[0], node.admin())
+        print_tour(
+            node.listeners()[0],
+            node.listeners()[1],
+            node.admin(),
+            &certs.ca,
+        )
     })
 }
 
-fn print_tour(edge: SocketAddr, admin: SocketAddr) {
+/// The demo's certificate files.
+struct DemoCerts {
+    /// The CA certificate, for `curl --cacert`.
+    ca: PathBuf,
+    /// The server certificate for localhost, 127.0.0.1 and ::1, then the CA.
+    cert: PathBuf,
+    /// The server certificate's private key (mode 0600).
+    key: PathBuf,
+}
+
+impl DemoCerts {
+    /// Generates a CA and a server certificate signed by it in `dir`.
+    fn generate(dir: &Path) -> anyhow::Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "edge demo CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer)?;
+
+        let files = DemoCerts {
+            ca: dir.join("demo-ca.pem"),
+            cert: dir.join("localhost.pem"),
+            key: dir.join("localhost.key"),
+        };
+        std::fs::write(&files.ca, ca_cert.pem())?;
+        std::fs::write(&files.cert, cert.pem() + &ca_cert.pem())?;
+        write_private(&files.key, &key.serialize_pem())?;
+        Ok(files)
+    }
+}
+
+/// Writes a file only its owner can read, as a private key should be.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
+fn print_tour(edge: SocketAddr, https: SocketAddr, admin: SocketAddr, ca: &Path) {
+    let https_port = https.port();
+    let ca = ca.display();
     println!(
         r#"
-edge demo is running: an edge on http://{edge} in front of two origins (a, b).
+edge demo is running: an edge on http://{edge} and https://localhost:{https_port}
+in front of two origins (a, b). The HTTPS certificate comes from a CA made
+for this run: {ca}
 
 Try:
   curl -i http://{edge}/hello.txt                      # miss then hit: see Cache-Status and Age
+  curl --cacert {ca} https://localhost:{https_port}/hello.txt
+  curl -i --http2 --cacert {ca} https://localhost:{https_port}/hello.txt   # HTTP/2 via ALPN
   curl -i http://{edge}/api/time                       # no-store: X-Origin alternates a/b
   curl -i --http2-prior-knowledge http://{edge}/hello.txt
   curl -s http://{edge}/ | head                        # the catalogue
   curl -o /dev/null -w '%{{size_download}} bytes in %{{time_total}}s\n' http://{edge}/large.bin
   curl -i -H 'CDN-Loop: edge-demo' http://{edge}/hello.txt   # 508 loop detected
   curl -i http://{admin}/readyz
+  curl -X POST http://{admin}/reload                   # re-read the certificates (also: kill -HUP)
   oha -z 10s -c 64 http://{edge}/hello.txt             # cargo install oha
 
 Ctrl-C stops everything (in-flight requests finish first).

@@ -1,9 +1,10 @@
 //! `edge`: a CDN edge cache and load balancer.
 //!
 //! Modules in request order: `listen` → `worker` → `conn` (the socket
-//! backend) → `proxy` (guards, routing, forwarding) with `route`,
-//! `forward`, `upstream` and `body`; `admin` and `node` run the process,
-//! `demo` is the self-contained showcase.
+//! backend, with `tls` termination and the `https` site rules) → `proxy`
+//! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
+//! `body`; `admin` and `node` run the process, `demo` is the
+//! self-contained showcase.
 
 mod admin;
 mod body;
@@ -12,10 +13,12 @@ mod conn;
 mod demo;
 mod forward;
 mod framing;
+mod https;
 mod listen;
 mod node;
 mod proxy;
 mod route;
+mod tls;
 mod upstream;
 mod worker;
 
@@ -94,7 +97,9 @@ fn serve(config: &edge_config::Config, on_ready: impl FnOnce(&Node)) -> anyhow::
     let node = Node::start(config)?;
     node.announce();
     on_ready(&node);
-    signals.wait();
+    signals.wait(|| {
+        node.reload();
+    });
     node.drain(&mut signals);
     Ok(())
 }

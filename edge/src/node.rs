@@ -1,5 +1,6 @@
-//! A running node: binds every socket up front (so a bad address fails
-//! start-up, not a worker later), starts the workers and the admin thread,
+//! A running node: loads every certificate and binds every socket up
+//! front (so a bad file or address fails start-up, not a worker later),
+//! starts the workers and the admin thread, reloads certificates on SIGHUP,
 //! and on SIGTERM/SIGINT drains them.
 
 use std::net::SocketAddr;
@@ -12,16 +13,21 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::https::HttpsPolicy;
 use crate::listen;
 use crate::proxy::Pipeline;
+use crate::tls::TlsListener;
+use crate::tls::reload::{CertReloader, ReloadReport};
 use crate::worker::{self, WorkerSpec};
 
-/// SIGTERM and SIGINT, caught from process start so that a signal arriving
-/// while we start up drains cleanly instead of killing the process.
+/// SIGTERM and SIGINT (drain) and SIGHUP (reload), caught from process
+/// start so that a signal arriving while we start up is handled instead of
+/// killing the process.
 pub struct StopSignals {
     runtime: tokio::runtime::Runtime,
     term: Signal,
     int: Signal,
+    hup: Signal,
 }
 
 impl StopSignals {
@@ -34,17 +40,30 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
             runtime,
         })
     }
 
-    /// Blocks until SIGTERM or SIGINT arrives.
-    pub fn wait(&mut self) {
-        let StopSignals { runtime, term, int } = self;
+    /// Blocks until SIGTERM or SIGINT arrives, calling `on_hangup` for
+    /// every SIGHUP meanwhile.
+    pub fn wait(&mut self, mut on_hangup: impl FnMut()) {
+        let StopSignals {
+            runtime,
+            term,
+            int,
+            hup,
+        } = self;
         runtime.block_on(async {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received: draining"),
-                _ = int.recv() => tracing::info!("SIGINT received: draining"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break tracing::info!("SIGTERM received: draining"),
+                    _ = int.recv() => break tracing::info!("SIGINT received: draining"),
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP received: reloading certificates");
+                        on_hangup();
+                    }
+                }
             }
         });
     }
@@ -53,6 +72,9 @@ impl StopSignals {
 /// The node after start-up: workers serving, admin answering.
 pub struct Node {
     listeners: Vec<SocketAddr>,
+    /// Whether each listener terminates TLS.
+    tls: Vec<bool>,
+    certs: Arc<CertReloader>,
     admin: SocketAddr,
     admin_state: Arc<AdminState>,
     workers: Vec<JoinHandle<()>>,
@@ -66,6 +88,18 @@ impl Node {
         refuse_unbuilt_features(config)?;
         let pipeline = Arc::new(Pipeline::new(config)?);
         let workers = config.workers();
+        let tls = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                listener
+                    .tls
+                    .as_ref()
+                    .map(|tls| TlsListener::new(index, tls).map(Arc::new))
+                    .transpose()
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let mut sockets_per_listener = Vec::with_capacity(config.listeners.len());
         for (index, listener) in config.listeners.iter().enumerate() {
@@ -79,10 +113,23 @@ impl Node {
             .map(|sockets| sockets[0].local_addr())
             .collect::<Result<Vec<_>, _>>()?;
 
+        let https_port = listeners
+            .iter()
+            .zip(&tls)
+            .find_map(|(addr, tls)| tls.as_ref().map(|_| addr.port()));
+        let https = HttpsPolicy::new(config, https_port).map(Arc::new);
+        let certs = Arc::new(CertReloader::new(
+            tls.iter()
+                .zip(&listeners)
+                .enumerate()
+                .filter_map(|(index, (tls, addr))| Some((index, *addr, tls.clone()?)))
+                .collect(),
+        ));
+
         let admin_socket = listen::bind_single(config.admin.listen)
             .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
         let admin = admin_socket.local_addr()?;
-        let admin_state = Arc::new(AdminState::default());
+        let admin_state = Arc::new(AdminState::new(config.admin.token.clone(), certs.clone()));
         admin::spawn(admin_socket, admin_state.clone())?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -95,6 +142,8 @@ impl Node {
             handles.push(worker::spawn(WorkerSpec {
                 index,
                 listeners,
+                tls: tls.clone(),
+                https: https.clone(),
                 pipeline: pipeline.clone(),
                 limits: config.limits.clone(),
                 shutdown: shutdown_rx.clone(),
@@ -104,6 +153,8 @@ impl Node {
         admin_state.set_phase(Phase::Ready);
         tracing::info!(workers, node = %config.node.id, "edge started");
         Ok(Node {
+            tls: tls.iter().map(Option::is_some).collect(),
+            certs,
             listeners,
             admin,
             admin_state,
@@ -126,11 +177,18 @@ impl Node {
     /// Prints the bound addresses and `ready` on stdout: the line protocol
     /// tests and scripts wait on.
     pub fn announce(&self) {
-        for (index, addr) in self.listeners.iter().enumerate() {
-            println!("listener {index}: http://{addr}");
+        for (index, (addr, tls)) in self.listeners.iter().zip(&self.tls).enumerate() {
+            let scheme = if *tls { "https" } else { "http" };
+            println!("listener {index}: {scheme}://{addr}");
         }
         println!("admin: http://{}", self.admin);
         println!("ready");
+    }
+
+    /// Re-reads every TLS listener's certificates (SIGHUP; `POST /reload`
+    /// does the same from the admin thread).
+    pub fn reload(&self) -> ReloadReport {
+        self.certs.reload()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain
@@ -139,7 +197,9 @@ impl Node {
         self.admin_state.set_phase(Phase::Draining);
         let _ = self.shutdown.send(true);
         let workers = self.workers;
-        let StopSignals { runtime, term, int } = signals;
+        let StopSignals {
+            runtime, term, int, ..
+        } = signals;
         runtime.block_on(async {
             let joined = tokio::task::spawn_blocking(move || {
                 for worker in workers {
@@ -159,11 +219,6 @@ impl Node {
 /// Config sections that parse (they are public contract) but whose
 /// behaviour has not been built yet: fail loudly or warn, never pretend.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if let Some(index) = config.listeners.iter().position(|l| l.tls.is_some()) {
-        anyhow::bail!(
-            "listeners[{index}].tls: TLS termination is not built yet; remove `tls` to serve plain HTTP"
-        );
-    }
     for (name, pool) in &config.pools {
         if pool.health.is_some() {
             tracing::warn!(pool = %name, "active health checks are not built yet; `health` is ignored");

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::conn::{HttpServer, stopping};
+use crate::https::HttpsPolicy;
 use crate::proxy::{Pipeline, Proxy};
+use crate::tls::TlsListener;
 
 /// What one worker thread needs to run.
 pub struct WorkerSpec {
@@ -19,6 +21,10 @@ pub struct WorkerSpec {
     pub index: usize,
     /// This worker's socket of every listener.
     pub listeners: Vec<StdListener>,
+    /// TLS of each listener (same order), shared by all workers.
+    pub tls: Vec<Option<Arc<TlsListener>>>,
+    /// Per-site redirect and HSTS rules, when any site has them.
+    pub https: Option<Arc<HttpsPolicy>>,
     /// The shared pipeline tables.
     pub pipeline: Arc<Pipeline>,
     /// Downstream limits.
@@ -41,11 +47,11 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<JoinHandle<()>> {
 
 async fn run(spec: WorkerSpec) {
     let proxy = Arc::new(Proxy::new(spec.pipeline));
-    let server = Arc::new(HttpServer::new(&spec.limits));
+    let server = Arc::new(HttpServer::new(&spec.limits, spec.https));
     // Every accept loop and connection holds a sender; when the last one
     // is dropped, `recv` returns None: the worker has drained.
     let (alive, mut drained) = mpsc::channel::<()>(1);
-    for listener in spec.listeners {
+    for (listener, tls) in spec.listeners.into_iter().zip(spec.tls) {
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -55,6 +61,7 @@ async fn run(spec: WorkerSpec) {
         };
         tokio::spawn(accept_loop(
             listener,
+            tls,
             server.clone(),
             proxy.clone(),
             spec.shutdown.clone(),
@@ -79,6 +86,7 @@ async fn run(spec: WorkerSpec) {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
     server: Arc<HttpServer>,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
@@ -92,14 +100,18 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (server, proxy, shutdown, alive) = (
+                let (server, proxy, tls, shutdown, alive) = (
                     server.clone(),
                     proxy.clone(),
+                    tls.clone(),
                     shutdown.clone(),
                     alive.clone(),
                 );
                 tokio::spawn(async move {
-                    server.serve(stream, peer, proxy, shutdown).await;
+                    match tls {
+                        Some(tls) => server.serve_tls(stream, peer, proxy, tls, shutdown).await,
+                        None => server.serve(stream, peer, proxy, shutdown).await,
+                    }
                     drop(alive);
                 });
             }

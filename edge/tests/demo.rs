@@ -11,11 +11,11 @@ use edge_test_support::EdgeProcess;
 #[tokio::test]
 async fn demo_serves_its_catalogue_and_stops_on_ctrl_c() {
     let mut demo = EdgeProcess::start_demo(edge_bin());
-    let output = demo.output();
-    assert!(
-        output.contains("curl -i http://"),
-        "the tour is printed:\n{output}"
-    );
+    // The tour follows the `ready` line, so it may still be on its way.
+    let printed = edge_test_support::wait_until(Duration::from_secs(10), || {
+        demo.output().contains("curl -i http://")
+    });
+    assert!(printed, "the tour is printed:\n{}", demo.output());
 
     let mut origins = Vec::new();
     for _ in 0..2 {
