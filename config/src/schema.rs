@@ -296,6 +296,33 @@ pub struct Pool {
     /// How long an idle keepalive connection is kept.
     #[serde(default = "defaults::idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// Connect to the endpoints with TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Name sent as SNI and verified in the origin's certificate; default:
+    /// the endpoint's host name.
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs that sign the origins' certificates; default:
+    /// the system roots.
+    pub ca: Option<PathBuf>,
+    /// Accept any origin certificate. Only for tests; logged loudly.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Client certificate presented to the origin (mTLS).
+    pub client_cert: Option<ClientCert>,
+    /// Offer HTTP/2 to TLS origins via ALPN.
+    #[serde(default)]
+    pub h2: bool,
+}
+
+/// `client_cert = { cert, key }` on a pool: PEM chain and private key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Endpoint selection strategy of a pool.

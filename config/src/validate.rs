@@ -331,6 +331,35 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
         }
         nonzero(health.interval, path.key("health").key("interval"))?;
     }
+    let tls_only = [
+        ("sni", pool.sni.is_some()),
+        ("ca", pool.ca.is_some()),
+        ("insecure_skip_verify", pool.insecure_skip_verify),
+        ("client_cert", pool.client_cert.is_some()),
+        ("h2", pool.h2),
+    ];
+    if !pool.tls
+        && let Some((key, _)) = tls_only.iter().find(|(_, set)| *set)
+    {
+        return invalid(
+            path.key(key),
+            "only applies to TLS origins; add tls = true to this pool or remove it",
+        );
+    }
+    if let Some(sni) = &pool.sni
+        && (sni.is_empty() || sni.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()))
+    {
+        return invalid(
+            path.key("sni"),
+            format!("{sni:?} is not a host name; write it like \"origin.example.com\""),
+        );
+    }
+    if pool.insecure_skip_verify && pool.ca.is_some() {
+        return invalid(
+            path.key("insecure_skip_verify"),
+            "contradicts `ca`: either verify against that CA or skip verification, not both",
+        );
+    }
     nonzero(pool.connect_timeout, path.key("connect_timeout"))?;
     nonzero(pool.response_timeout, path.key("response_timeout"))?;
     nonzero(pool.body_timeout, path.key("body_timeout"))?;

@@ -87,7 +87,7 @@ impl Pipeline {
                 Ok(OriginPool {
                     endpoints,
                     rotation: RoundRobin::new(),
-                    settings: PoolSettings::from(pool),
+                    settings: PoolSettings::new(name, pool)?,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -318,7 +318,7 @@ impl Upstream {
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
         let mut request = Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = upstream_uri(endpoint, Some(path_and_query));
+        *request.uri_mut() = upstream_uri(pool.settings.scheme(), endpoint, Some(path_and_query));
         *request.headers_mut() = headers;
         self.client.send(request).await.inspect_err(|error| {
             tracing::warn!(endpoint = %endpoint, %error, "upstream request failed");
@@ -327,9 +327,13 @@ impl Upstream {
 }
 
 /// `http://<endpoint><path?query>`; an authority-only target becomes `/`.
-fn upstream_uri(endpoint: &Authority, path: Option<&PathAndQuery>) -> Uri {
+fn upstream_uri(
+    scheme: http::uri::Scheme,
+    endpoint: &Authority,
+    path: Option<&PathAndQuery>,
+) -> Uri {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority = Some(endpoint.clone());
     parts.path_and_query = Some(
         path.cloned()
@@ -368,12 +372,12 @@ mod tests {
         let endpoint: Authority = "127.0.0.1:9000".parse().unwrap();
         let pq: PathAndQuery = "/a/b?x=1&y".parse().unwrap();
         assert_eq!(
-            upstream_uri(&endpoint, Some(&pq)).to_string(),
+            upstream_uri(http::uri::Scheme::HTTP, &endpoint, Some(&pq)).to_string(),
             "http://127.0.0.1:9000/a/b?x=1&y"
         );
         assert_eq!(
-            upstream_uri(&endpoint, None).to_string(),
-            "http://127.0.0.1:9000/"
+            upstream_uri(http::uri::Scheme::HTTPS, &endpoint, None).to_string(),
+            "https://127.0.0.1:9000/"
         );
     }
 }

@@ -10,10 +10,14 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::body::ProxyBody;
 
@@ -30,16 +34,53 @@ pub struct PoolSettings {
     pub max_idle_per_endpoint: usize,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
+    /// TLS towards the endpoints, when the pool has `tls = true`.
+    pub tls: Option<UpstreamTls>,
 }
 
-impl From<&edge_config::Pool> for PoolSettings {
-    fn from(pool: &edge_config::Pool) -> Self {
-        PoolSettings {
+/// TLS settings of a pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Verification roots, client certificate and versions.
+    pub config: Arc<rustls::ClientConfig>,
+    /// A fixed SNI name; by default the endpoint's host.
+    pub sni: Option<ServerName<'static>>,
+    /// Offer HTTP/2 via ALPN.
+    pub h2: bool,
+}
+
+impl PoolSettings {
+    /// The settings of pool `name`; builds its TLS client configuration.
+    pub fn new(name: &str, pool: &edge_config::Pool) -> anyhow::Result<Self> {
+        let tls = if pool.tls {
+            let sni = match &pool.sni {
+                Some(name) => Some(ServerName::try_from(name.clone())?),
+                None => None,
+            };
+            Some(UpstreamTls {
+                config: Arc::new(crate::tls::client::pool_config(name, pool)?),
+                sni,
+                h2: pool.h2,
+            })
+        } else {
+            None
+        };
+        Ok(PoolSettings {
             connect_timeout: pool.connect_timeout,
             response_timeout: pool.response_timeout,
             body_timeout: pool.body_timeout,
             max_idle_per_endpoint: pool.max_idle_per_endpoint,
             idle_timeout: pool.idle_timeout,
+            tls,
+        })
+    }
+
+    /// The URI scheme for this pool's endpoints.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
         }
     }
 }
@@ -88,16 +129,40 @@ impl UpstreamError {
 /// A keepalive HTTP/1.1 client for one origin pool.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     response_timeout: Duration,
 }
 
 impl UpstreamClient {
     /// A client with the pool's timeouts and idle-connection bounds.
     pub fn new(settings: &PoolSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        // https:// URIs must reach the TLS layer wrapped around it.
+        http.enforce_http(false);
+        let connector = match &settings.tls {
+            Some(tls) => {
+                let builder = HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls.config).clone())
+                    .https_only();
+                let builder = match &tls.sni {
+                    Some(name) => builder
+                        .with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+                    None => builder,
+                };
+                if tls.h2 {
+                    builder.enable_all_versions().wrap_connector(http)
+                } else {
+                    builder.enable_http1().wrap_connector(http)
+                }
+            }
+            None => HttpsConnectorBuilder::new()
+                .with_tls_config(crate::tls::client::unused_config())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.idle_timeout)

@@ -1204,3 +1204,91 @@ fn demo_serves_https_with_its_own_ca() {
     );
     assert!(body.starts_with("Hello from origin"), "{body}");
 }
+
+// ---------------------------------------------------------------------------
+// Upstream TLS
+
+/// An edge whose only pool is `endpoint` over TLS with `pool_tls` keys.
+fn tls_client_edge(id: &str, endpoint: SocketAddr, pool_tls: &str) -> EdgeProcess {
+    let config = format!(
+        r#"
+[node]
+id = "{id}"
+workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[sites]]
+hosts = ["*"]
+pool = "tls-origin"
+cache = {{ enabled = false }}
+[pools.tls-origin]
+endpoints = ["{endpoint}"]
+tls = true
+{pool_tls}
+"#
+    );
+    EdgeProcess::start(edge_bin(), &config)
+}
+
+#[tokio::test]
+async fn upstream_tls_verifies_the_origin_against_a_private_ca() {
+    let origin = Origin::start();
+    let pki = Pki::new();
+    let leaf = pki.leaf("origin", "tls origin", &["origin.test"]);
+    // The TLS origin is another edge terminating TLS in front of `origin`.
+    let tls_origin = start(&origin, &tls_table(&[&leaf], None, ""));
+    let tls_addr = tls_origin.listeners()[1];
+    let ca = pki.ca_file.display().to_string();
+
+    let trusting = tls_client_edge(
+        "edge-a",
+        tls_addr,
+        &format!("sni = \"origin.test\"\nca = \"{ca}\"\nh2 = true"),
+    );
+    let answer = get(trusting.addr(), "/through-tls").await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    assert_eq!(answer.text(), "origin /through-tls\n");
+    let seen = origin.last_request("/through-tls").unwrap();
+    let via: Vec<_> = seen.headers.get_all("via").iter().collect();
+    assert_eq!(
+        via,
+        ["1.1 edge-a", "2 edge-tls"],
+        "edge-a spoke HTTP/2 over TLS to the TLS origin (ALPN h2)"
+    );
+
+    // Another CA (with the same name, so rustls reports BadSignature): the
+    // origin's certificate does not verify.
+    let other = Pki::new();
+    let wary = tls_client_edge(
+        "edge-b",
+        tls_addr,
+        &format!(
+            "sni = \"origin.test\"\nca = \"{}\"",
+            other.ca_file.display()
+        ),
+    );
+    let refused = get(wary.addr(), "/through-tls").await;
+    assert_eq!(refused.status(), 502);
+    assert!(
+        wait_until(Duration::from_secs(10), || wary
+            .output()
+            .contains("invalid peer certificate")),
+        "the log names the verification error:\n{}",
+        wary.output()
+    );
+    assert_eq!(
+        origin.hits("/through-tls"),
+        1,
+        "nothing got through unverified"
+    );
+
+    // A wrong name with the right CA fails too.
+    let misnamed = tls_client_edge(
+        "edge-c",
+        tls_addr,
+        &format!("sni = \"other.test\"\nca = \"{ca}\""),
+    );
+    assert_eq!(get(misnamed.addr(), "/through-tls").await.status(), 502);
+}

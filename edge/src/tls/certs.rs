@@ -135,7 +135,7 @@ fn read(file: &Path) -> Result<Vec<u8>, CertError> {
     })
 }
 
-fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+pub(crate) fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let bytes = read(file)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -148,7 +148,7 @@ fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     Ok(chain)
 }
 
-fn read_key(file: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+pub(crate) fn read_key(file: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     let bytes = read(file)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => CertError::NoKey {

@@ -30,6 +30,7 @@
 //! paid once per clean build.
 
 pub mod certs;
+pub mod client;
 pub mod reload;
 pub mod sni;
 pub mod tickets;
