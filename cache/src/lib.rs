@@ -10,6 +10,7 @@ pub mod age;
 pub mod cache_control;
 pub mod coalesce;
 pub mod counters;
+pub mod disk;
 pub mod entry;
 pub mod freshness;
 pub mod invalidation;
