@@ -313,6 +313,31 @@ pub struct Pool {
     /// Offer HTTP/2 to TLS origins via ALPN.
     #[serde(default)]
     pub h2: bool,
+    /// Extra attempts on another endpoint for idempotent requests without a
+    /// body, after a connect failure, a reset or a 502/503/504.
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// Requests in flight to the pool at once; beyond it, 503 at once.
+    pub max_requests: Option<usize>,
+    /// Below this percentage of available endpoints, spread over all.
+    #[serde(default = "defaults::panic_threshold")]
+    pub panic_threshold: u8,
+    /// Passive outlier detection; defaults follow Envoy's.
+    pub outlier: Option<Outlier>,
+}
+
+/// `outlier = { failures, base_ejection, max_ejection_percent }` on a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Consecutive failures (5xx, connect failures, timeouts) that eject an
+    /// endpoint; 0 turns detection off.
+    pub failures: Option<u32>,
+    /// Length of a first ejection; the n-th recent one lasts n times this.
+    #[serde(default, with = "opt_duration")]
+    pub base_ejection: Option<Duration>,
+    /// Most endpoints of the pool ejected at once, in percent.
+    pub max_ejection_percent: Option<u8>,
 }
 
 /// `client_cert = { cert, key }` on a pool: PEM chain and private key.
@@ -349,6 +374,18 @@ pub struct HealthCheck {
     /// Time between checks.
     #[serde(default = "defaults::health_interval", with = "duration")]
     pub interval: Duration,
+    /// A check without a complete answer by then fails.
+    #[serde(default = "defaults::health_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring an unhealthy endpoint back.
+    #[serde(default = "defaults::health_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take a healthy endpoint out.
+    #[serde(default = "defaults::health_fall")]
+    pub fall: u32,
+    /// Lowest and highest status that pass, inclusive.
+    #[serde(default = "defaults::health_status")]
+    pub status: [u16; 2],
 }
 
 mod defaults {
@@ -379,6 +416,27 @@ mod defaults {
     }
     pub fn health_interval() -> Duration {
         Duration::from_secs(2)
+    }
+    // 1 s: a health endpoint that needs longer is itself a warning sign.
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    // HAProxy's defaults: rise 2, fall 3.
+    pub fn health_rise() -> u32 {
+        2
+    }
+    pub fn health_fall() -> u32 {
+        3
+    }
+    // 2xx and 3xx pass, as HAProxy's http-check.
+    pub fn health_status() -> [u16; 2] {
+        [200, 399]
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn panic_threshold() -> u8 {
+        50
     }
     // 1024 sessions of roughly 1 KiB each (chain-free TLS 1.2 state plus
     // bookkeeping): resumption for clients without ticket support, bounded

@@ -330,6 +330,21 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
             );
         }
         nonzero(health.interval, path.key("health").key("interval"))?;
+        nonzero(health.timeout, path.key("health").key("timeout"))?;
+        let [low, high] = health.status;
+        if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+            return invalid(
+                path.key("health").key("status"),
+                format!(
+                    "[{low}, {high}] is not a status range; expected [lowest, highest] within 100..599, like [200, 399]"
+                ),
+            );
+        }
+        for (key, value) in [("rise", health.rise), ("fall", health.fall)] {
+            if value == 0 {
+                return invalid(path.key("health").key(key), "must be at least 1");
+            }
+        }
     }
     let tls_only = [
         ("sni", pool.sni.is_some()),
@@ -358,6 +373,18 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
         return invalid(
             path.key("insecure_skip_verify"),
             "contradicts `ca`: either verify against that CA or skip verification, not both",
+        );
+    }
+    if pool.panic_threshold > 100 {
+        return invalid(
+            path.key("panic_threshold"),
+            "is a percentage; expected 0 (off) to 100, like 50",
+        );
+    }
+    if pool.max_requests == Some(0) {
+        return invalid(
+            path.key("max_requests"),
+            "must be at least 1; leave it out for no cap",
         );
     }
     nonzero(pool.connect_timeout, path.key("connect_timeout"))?;

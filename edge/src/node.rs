@@ -13,6 +13,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::health;
 use crate::https::HttpsPolicy;
 use crate::listen;
 use crate::proxy::Pipeline;
@@ -87,6 +88,7 @@ impl Node {
     pub fn start(config: &Config) -> anyhow::Result<Node> {
         refuse_unbuilt_features(config)?;
         let pipeline = Arc::new(Pipeline::new(config)?);
+        health::spawn(pipeline.clone())?;
         let workers = config.workers();
         let tls = config
             .listeners
@@ -219,14 +221,6 @@ impl Node {
 /// Config sections that parse (they are public contract) but whose
 /// behaviour has not been built yet: fail loudly or warn, never pretend.
 fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    for (name, pool) in &config.pools {
-        if pool.health.is_some() {
-            tracing::warn!(pool = %name, "active health checks are not built yet; `health` is ignored");
-        }
-        if pool.balance != edge_config::Balance::RoundRobin {
-            tracing::info!(pool = %name, balance = ?pool.balance, "balancers are not built yet; using round-robin");
-        }
-    }
     if config.sites.iter().any(|s| s.shield.is_some()) {
         tracing::warn!(
             "shield routing is not built yet; sites fetch from their origin pool directly"

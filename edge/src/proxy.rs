@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_config::Config;
-use edge_lb::RoundRobin;
-use std::time::Duration;
+use edge_lb::{Epoch, PickRequest, WyRand};
+use std::cell::RefCell;
+use std::net::SocketAddr as EndpointAddr;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
@@ -23,8 +25,9 @@ use hyper::body::Incoming;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, SitePolicy};
 use crate::forward::{self, ViaValues};
+use crate::origin_pool::OriginPool;
 use crate::route::SiteTable;
-use crate::upstream::{PoolSettings, UpstreamClient, UpstreamError};
+use crate::upstream::{UpstreamClient, UpstreamError};
 use edge_cache::counters::Outcome;
 
 const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
@@ -58,38 +61,15 @@ pub struct Pipeline {
     site_policies: Vec<Arc<SitePolicy>>,
 }
 
-#[derive(Debug)]
-struct OriginPool {
-    endpoints: Vec<Authority>,
-    rotation: RoundRobin,
-    settings: PoolSettings,
-}
-
 impl Pipeline {
     /// Builds the routing tables of a validated configuration.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let pool_names: Vec<&String> = config.pools.keys().collect();
+        let epoch = Epoch::new(Instant::now());
         let pools = config
             .pools
             .iter()
-            .map(|(name, pool)| {
-                let endpoints = pool
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        e.parse::<Authority>().map_err(|err| {
-                            anyhow::anyhow!(
-                                "pools.{name}.endpoints: {e:?} is not host:port ({err})"
-                            )
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                Ok(OriginPool {
-                    endpoints,
-                    rotation: RoundRobin::new(),
-                    settings: PoolSettings::new(name, pool)?,
-                })
-            })
+            .map(|(name, pool)| OriginPool::new(name, pool, epoch))
             .collect::<anyhow::Result<_>>()?;
         let site_pools = config
             .sites
@@ -115,6 +95,13 @@ impl Pipeline {
                 .map(|site| SitePolicy::new(&site.cache, &config.cache).map(Arc::new))
                 .collect::<anyhow::Result<_>>()?,
         })
+    }
+}
+
+impl Pipeline {
+    /// The origin pools, in config order.
+    pub fn pools(&self) -> &[OriginPool] {
+        &self.pools
     }
 }
 
@@ -298,6 +285,11 @@ impl Upstream {
 
     /// Sends `method path_and_query` with the client's `headers` (rewritten
     /// here for the hop) and `body` to an endpoint of the pool.
+    ///
+    /// An idempotent request without a body is tried again on another
+    /// endpoint after a connect failure, a reset, a timeout or a 502/503/504,
+    /// up to the pool's `retries`, while the retry budget allows; nothing has
+    /// reached the client yet at that point.
     pub async fn send(
         &self,
         method: Method,
@@ -307,38 +299,88 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pipeline = &*self.pipeline;
         let pool = &pipeline.pools[self.pool];
-        let endpoint = pool
-            .rotation
-            .pick(pool.endpoints.len())
-            .map(|i| &pool.endpoints[i])
-            .ok_or(UpstreamError::NoEndpoint)?;
         forward::strip_hop_by_hop(&mut headers);
         headers.append(header::VIA, pipeline.via.for_version(self.version).clone());
         forward::add_forwarded_for(&mut headers, self.from.addr.ip(), self.from.proto);
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = upstream_uri(pool.settings.scheme(), endpoint, Some(path_and_query));
-        *request.headers_mut() = headers;
-        self.client.send(request).await.inspect_err(|error| {
-            tracing::warn!(endpoint = %endpoint, %error, "upstream request failed");
-        })
+
+        let retryable = body.is_end_stream() && edge_lb::retry_allowed(&method, false);
+        pool.budget.deposit(pool.now());
+        let mut body = Some(body);
+        let mut tried: Vec<EndpointAddr> = Vec::new();
+        loop {
+            let request = if tried.is_empty() {
+                PickRequest::default()
+            } else {
+                PickRequest::default().retry(&tried)
+            };
+            let guard = RNG
+                .with_borrow_mut(|rng| pool.lb.pick(&request, pool.now(), rng))
+                .map_err(|error| {
+                    tracing::warn!(pool = %pool.name, %error, "no endpoint to send to");
+                    UpstreamError::NoEndpoint
+                })?;
+            let endpoint = guard.addr();
+            let mut upstream = Request::new(body.take().unwrap_or_else(body::empty));
+            *upstream.method_mut() = method.clone();
+            *upstream.uri_mut() = upstream_uri(pool.settings.scheme(), endpoint, path_and_query);
+            *upstream.headers_mut() = if retryable {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let result = self.client.send(upstream).await;
+            let outcome = match &result {
+                Ok(response) => edge_lb::Outcome::from_status(response.status().as_u16()),
+                Err(UpstreamError::Connect(_)) => edge_lb::Outcome::ConnectFailure,
+                Err(UpstreamError::Timeout(_)) => edge_lb::Outcome::Timeout,
+                Err(_) => edge_lb::Outcome::Reset,
+            };
+            guard.finish(outcome, pool.now());
+            let failed = match &result {
+                Ok(response) => edge_lb::retryable_status(response.status().as_u16()),
+                Err(_) => true,
+            };
+            // Only onto an endpoint not tried yet: the same one again would
+            // double the load on an origin that is already failing.
+            let may_retry = retryable
+                && failed
+                && tried.len() < pool.retries as usize
+                && tried.len() + 1 < pool.lb.len()
+                && pool.budget.try_withdraw(pool.now());
+            match result {
+                Err(error) if !may_retry => {
+                    tracing::warn!(%endpoint, %error, "upstream request failed");
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::info!(%endpoint, %error, "upstream request failed; retrying")
+                }
+                Ok(response) if !may_retry => return Ok(response),
+                Ok(response) => {
+                    tracing::info!(%endpoint, status = %response.status(), "retrying on another endpoint");
+                }
+            }
+            tried.push(endpoint);
+        }
     }
 }
 
+thread_local! {
+    /// Each worker's randomness for balancer choices, seeded per thread.
+    static RNG: RefCell<WyRand> = RefCell::new(WyRand::new({
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    }));
+}
+
 /// `http://<endpoint><path?query>`; an authority-only target becomes `/`.
-fn upstream_uri(
-    scheme: http::uri::Scheme,
-    endpoint: &Authority,
-    path: Option<&PathAndQuery>,
-) -> Uri {
+fn upstream_uri(scheme: http::uri::Scheme, endpoint: EndpointAddr, path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme);
-    parts.authority = Some(endpoint.clone());
-    parts.path_and_query = Some(
-        path.cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
+    parts.authority =
+        Some(Authority::try_from(endpoint.to_string()).expect("a socket address is an authority"));
+    parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).expect("scheme, authority and path are all set")
 }
 
@@ -369,15 +411,21 @@ mod tests {
 
     #[test]
     fn upstream_uri_keeps_path_and_query() {
-        let endpoint: Authority = "127.0.0.1:9000".parse().unwrap();
+        let endpoint: EndpointAddr = "127.0.0.1:9000".parse().unwrap();
         let pq: PathAndQuery = "/a/b?x=1&y".parse().unwrap();
         assert_eq!(
-            upstream_uri(http::uri::Scheme::HTTP, &endpoint, Some(&pq)).to_string(),
+            upstream_uri(http::uri::Scheme::HTTP, endpoint, &pq).to_string(),
             "http://127.0.0.1:9000/a/b?x=1&y"
         );
+        let v6: EndpointAddr = "[::1]:443".parse().unwrap();
         assert_eq!(
-            upstream_uri(http::uri::Scheme::HTTPS, &endpoint, None).to_string(),
-            "https://127.0.0.1:9000/"
+            upstream_uri(
+                http::uri::Scheme::HTTPS,
+                v6,
+                &PathAndQuery::from_static("/")
+            )
+            .to_string(),
+            "https://[::1]:443/"
         );
     }
 }

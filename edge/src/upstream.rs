@@ -53,8 +53,10 @@ impl PoolSettings {
     /// The settings of pool `name`; builds its TLS client configuration.
     pub fn new(name: &str, pool: &edge_config::Pool) -> anyhow::Result<Self> {
         let tls = if pool.tls {
-            let sni = match &pool.sni {
-                Some(name) => Some(ServerName::try_from(name.clone())?),
+            // Connections go to resolved addresses, so the name to send and
+            // verify is the configured `sni`, else the endpoints' host name.
+            let sni = match pool.sni.clone().or_else(|| host_name(&pool.endpoints)) {
+                Some(name) => Some(ServerName::try_from(name)?),
                 None => None,
             };
             Some(UpstreamTls {
@@ -185,6 +187,13 @@ impl UpstreamClient {
             Ok(Err(e)) => Err(UpstreamError::Exchange(error_chain(&e))),
         }
     }
+}
+
+/// The host of the first endpoint when it is a name rather than an address.
+fn host_name(endpoints: &[String]) -> Option<String> {
+    let (host, _port) = endpoints.first()?.rsplit_once(':')?;
+    let is_address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
+    (!is_address).then(|| host.to_owned())
 }
 
 /// An error with its sources, "outer: inner: root", for logs.

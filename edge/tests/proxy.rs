@@ -278,7 +278,10 @@ async fn keepalive_connections_to_the_origin_are_reused() {
 #[tokio::test]
 async fn requests_rotate_over_the_pool_endpoints() {
     let (a, b) = (Origin::start(), Origin::start());
-    let edge = EdgeProcess::start(edge_bin(), &config(&[a.addr(), b.addr()], ""));
+    let edge = EdgeProcess::start(
+        edge_bin(),
+        &config(&[a.addr(), b.addr()], "balance = \"round-robin\""),
+    );
     for _ in 0..10 {
         assert_eq!(get(edge.addr(), "/rr").await.status(), 200);
     }

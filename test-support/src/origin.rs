@@ -98,6 +98,8 @@ struct Shared {
     connections: AtomicUsize,
     /// Requests whose handling was abandoned because the connection went away.
     cancelled: AtomicUsize,
+    /// When nonzero, every request is answered with this status (a sick origin).
+    forced_status: std::sync::atomic::AtomicU16,
 }
 
 /// Counts a request as cancelled if its handler is dropped before it answers.
@@ -132,8 +134,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Origin {
     /// Binds 127.0.0.1:0 and starts serving on a background thread.
     pub fn start() -> Origin {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .expect("origin: bind 127.0.0.1:0");
+        Self::start_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// Like [`Origin::start`] on a given address, e.g. to restart an origin
+    /// on the port a stopped one used.
+    pub fn start_at(addr: SocketAddr) -> Origin {
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("origin: bind {addr}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("origin: set_nonblocking");
@@ -194,6 +202,14 @@ impl Origin {
     /// TCP connections accepted, for keepalive-reuse checks.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request with `status` (an origin gone sick) until
+    /// called with `None`.
+    pub fn force_status(&self, status: Option<u16>) {
+        self.shared
+            .forced_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// Requests the origin stopped handling before answering because the
@@ -368,6 +384,11 @@ async fn answer(
         body_len: None,
     });
 
+    let forced = shared.forced_status.load(Ordering::SeqCst);
+    if let Some(status) = StatusCode::from_u16(forced).ok().filter(|_| forced != 0) {
+        let _ = drain(&mut incoming).await;
+        return Ok(text_response(status, format!("forced {forced}\n")));
+    }
     let script = Script::parse(parts.uri.query());
     let status = script
         .as_ref()

@@ -1,0 +1,99 @@
+//! Active health checks: one thread for the whole node sends `GET <path>`
+//! to every endpoint of every pool that has `health`, on the pool's
+//! interval plus jitter, and feeds the results to edge-lb, which applies
+//! the rise/fall thresholds and stops picking unhealthy endpoints.
+//!
+//! One thread rather than one checker per worker: the origin sees one check
+//! per interval per edge node, not one per core.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_lb::{CheckResult, HealthCheckConfig, WyRand};
+use http::{HeaderValue, Request, header};
+use http_body_util::BodyExt;
+
+use crate::body;
+use crate::origin_pool::OriginPool;
+use crate::proxy::Pipeline;
+use crate::upstream::{PoolSettings, UpstreamClient};
+
+/// How often idle pools re-evaluate ejections and breakers, so an endpoint
+/// whose ejection ended is reported back even without traffic.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the health-check thread; it runs until the process exits.
+pub fn spawn(pipeline: Arc<Pipeline>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("edge-health".into())
+        .spawn(move || runtime.block_on(run(pipeline)))?;
+    Ok(())
+}
+
+async fn run(pipeline: Arc<Pipeline>) {
+    for index in 0..pipeline.pools().len() {
+        let Some(config) = pipeline.pools()[index].health.clone() else {
+            continue;
+        };
+        let settings = PoolSettings {
+            response_timeout: config.timeout,
+            ..pipeline.pools()[index].settings.clone()
+        };
+        let client = UpstreamClient::new(&settings);
+        for addr in pipeline.pools()[index].lb.addrs() {
+            let (pipeline, client, config) = (pipeline.clone(), client.clone(), config.clone());
+            tokio::spawn(async move {
+                let pool = &pipeline.pools()[index];
+                let mut rng = WyRand::new(addr.port() as u64 ^ index as u64);
+                tokio::time::sleep(config.first_delay(&mut rng)).await;
+                loop {
+                    let result = check(pool, &client, &config, addr).await;
+                    if let Some(healthy) = pool.lb.record_check(addr, result) {
+                        tracing::debug!(pool = %pool.name, %addr, healthy, "health check");
+                    }
+                    tokio::time::sleep(config.next_delay(&mut rng)).await;
+                }
+            });
+        }
+    }
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        sweep.tick().await;
+        for pool in pipeline.pools() {
+            pool.lb.sweep(pool.now());
+        }
+    }
+}
+
+/// One check: a complete answer with an expected status passes; anything
+/// else (refused, reset, timeout, wrong status) fails.
+async fn check(
+    pool: &OriginPool,
+    client: &UpstreamClient,
+    config: &HealthCheckConfig,
+    addr: std::net::SocketAddr,
+) -> CheckResult {
+    let uri = format!("{}://{addr}{}", pool.settings.scheme(), config.path);
+    let Ok(uri) = uri.parse::<http::Uri>() else {
+        return CheckResult::Fail;
+    };
+    let mut request = Request::new(body::empty());
+    *request.uri_mut() = uri;
+    if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    let answer = async {
+        let response = client.send(request).await.ok()?;
+        let status = response.status().as_u16();
+        // Read the body so the connection is reusable and the answer complete.
+        response.into_body().collect().await.ok()?;
+        Some(status)
+    };
+    match tokio::time::timeout(config.timeout, answer).await {
+        Ok(Some(status)) => config.classify(status),
+        _ => CheckResult::Fail,
+    }
+}
