@@ -88,16 +88,24 @@ pub struct Loader {
     tools: Tools,
     placement: Placement,
     dir: PathBuf,
+    /// CA of the generated certificate, for the TLS churn client.
+    ca: PathBuf,
 }
 
 impl Loader {
     /// A loader writing its scripts and logs under `dir`.
-    pub fn new(tools: Tools, placement: Placement, dir: &Path) -> anyhow::Result<Loader> {
+    pub fn new(
+        tools: Tools,
+        placement: Placement,
+        dir: &Path,
+        ca: &Path,
+    ) -> anyhow::Result<Loader> {
         fs::write(dir.join("report.lua"), WRK_SCRIPT)?;
         Ok(Loader {
             tools,
             placement,
             dir: dir.to_owned(),
+            ca: ca.to_owned(),
         })
     }
 
@@ -121,7 +129,26 @@ impl Loader {
         let secs = spec.duration.as_secs().max(1);
         let stdout_path = self.dir.join("load.out");
         let h2_log = self.dir.join("h2load.log");
-        let (tool, mut command) = match (self.tool_for(spec.protocol), &self.tools) {
+        // A new TLS connection per request: the harness's own rustls
+        // client (no resumption), run as a child like the other tools.
+        let churn = spec.close && spec.url.starts_with("https://");
+        let tool = if churn {
+            Some(crate::tls::CHURN)
+        } else {
+            self.tool_for(spec.protocol)
+        };
+        let (tool, mut command) = match (tool, &self.tools) {
+            (Some(crate::tls::CHURN), _) => {
+                let mut command = Command::new(std::env::current_exe()?);
+                command
+                    .arg(crate::tls::CHURN)
+                    .arg(&spec.url)
+                    .arg(secs.to_string())
+                    .arg(spec.concurrency.to_string())
+                    .arg(threads.to_string())
+                    .arg(&self.ca);
+                ("rustls-churn", command)
+            }
             (Some("wrk"), Tools { wrk: Some(wrk), .. }) => {
                 let mut command = Command::new(wrk);
                 command
@@ -217,7 +244,7 @@ impl Loader {
             );
         }
         let mut result = match tool {
-            "wrk" => parse_wrk(&stdout),
+            "wrk" | "rustls-churn" => parse_wrk(&stdout),
             "h2load" => parse_h2load(&stdout, &fs::read_to_string(&h2_log).unwrap_or_default()),
             _ => parse_oha(&stdout),
         }

@@ -22,6 +22,7 @@ mod pin;
 mod report;
 mod scenario;
 mod storm;
+mod tls;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ const LATENCY_QUICK: Duration = Duration::from_secs(1);
 #[command(
     name = "edge-bench",
     about = "Benchmarks edge against nginx and Varnish on this machine (loopback only)",
-    after_help = "Scenarios: hit-1k hit-64k hit-1m hit-1k-h2 miss-passthrough coalesce-storm conn-churn (default: all).\n\
+    after_help = "Scenarios: hit-1k hit-64k hit-1m hit-1k-h2 miss-passthrough coalesce-storm conn-churn tls-handshake hit-1k-tls (default: all).\n\
                   Peers are optional: apt-get install nginx varnish wrk nghttp2-client"
 )]
 struct Cli {
@@ -89,6 +90,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(tls::CHURN) {
+        return tls::churn_main(&args[2..]);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
@@ -155,12 +160,20 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     let workspace = workspace_root()?;
     let rev = edge_revision(&workspace);
 
+    let certs_dir = tempfile::TempDir::with_prefix("edge-bench-tls-")?;
+    let certs = tls::TlsFiles::generate(certs_dir.path()).context("generating certificates")?;
+
     let origin = origin::start(placement.server.first().copied(), placement.nice)?;
     eprintln!("origin on http://{}; {}", origin.addr, placement.describe());
 
     let mut servers: Vec<Peer> = Vec::new();
     if wanted("edge") {
-        servers.push(peers::start_edge(&edge_bin, origin.addr, &placement)?);
+        servers.push(peers::start_edge(
+            &edge_bin,
+            origin.addr,
+            &placement,
+            &certs,
+        )?);
     }
     let optional = [
         (
@@ -174,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         let Some(binary) = binary.filter(|_| wanted(name)) else {
             continue;
         };
-        match start(&binary, origin.addr, &placement) {
+        match start(&binary, origin.addr, &placement, &certs) {
             Ok(peer) => servers.push(peer),
             Err(error) => notes.push(format!("{name} skipped: it did not start: {error:#}")),
         }
@@ -189,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 
     let scratch = tempfile::TempDir::with_prefix("edge-bench-load-")?;
-    let loader = Loader::new(tools.clone(), placement.clone(), scratch.path())?;
+    let loader = Loader::new(tools.clone(), placement.clone(), scratch.path(), &certs.ca)?;
     if loader.tool_for(load::Protocol::Http2).is_none() && scenarios.contains(&"hit-1k-h2") {
         notes.push(
             "hit-1k-h2 skipped: no h2 load generator (apt-get install nghttp2-client)".into(),
@@ -286,7 +299,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(all_valid)
 }
 
-type PeerStart = fn(&Path, std::net::SocketAddr, &Placement) -> anyhow::Result<Peer>;
+type PeerStart =
+    fn(&Path, std::net::SocketAddr, &Placement, &tls::TlsFiles) -> anyhow::Result<Peer>;
 
 fn chosen_scenarios(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
     if names.is_empty() {

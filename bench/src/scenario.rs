@@ -38,6 +38,8 @@ pub const ALL: &[&str] = &[
     "miss-passthrough",
     "coalesce-storm",
     "conn-churn",
+    "tls-handshake",
+    "hit-1k-tls",
 ];
 
 /// What one scenario does.
@@ -48,6 +50,8 @@ enum Plan {
         path: &'static str,
         protocol: Protocol,
         close: bool,
+        /// Over HTTPS (the peers' TLS listeners).
+        tls: bool,
     },
     /// Uncacheable object: every request reaches the origin.
     Miss,
@@ -60,6 +64,13 @@ fn plan(name: &str) -> Option<Plan> {
         path,
         protocol,
         close,
+        tls: false,
+    };
+    let tls = |close| Plan::Hit {
+        path: "/1k",
+        protocol: Protocol::Http1,
+        close,
+        tls: true,
     };
     Some(match name {
         "hit-1k" => hit("/1k", Protocol::Http1, false),
@@ -67,10 +78,21 @@ fn plan(name: &str) -> Option<Plan> {
         "hit-1m" => hit("/1m", Protocol::Http1, false),
         "hit-1k-h2" => hit("/1k", Protocol::Http2, false),
         "conn-churn" => hit("/1k", Protocol::Http1, true),
+        "tls-handshake" => tls(true),
+        "hit-1k-tls" => tls(false),
         "miss-passthrough" => Plan::Miss,
         "coalesce-storm" => Plan::Storm,
         _ => return None,
     })
+}
+
+/// How a hit scenario drives load.
+#[derive(Debug, Clone, Copy)]
+struct HitLoad {
+    path: &'static str,
+    protocol: Protocol,
+    close: bool,
+    tls: bool,
 }
 
 /// Timing of a run.
@@ -179,11 +201,18 @@ impl Bench<'_> {
                 path,
                 protocol,
                 close,
+                tls,
             } => {
                 let mut finished = Vec::new();
                 let mut targets = Vec::new();
                 for &i in &order {
-                    match self.prepare_hit(name, &peers[i], path, protocol, close) {
+                    let how = HitLoad {
+                        path,
+                        protocol,
+                        close,
+                        tls,
+                    };
+                    match self.prepare_hit(name, &peers[i], how) {
                         Ok(target) => targets.push(target),
                         Err(row) => finished.push(*row),
                     }
@@ -214,16 +243,21 @@ impl Bench<'_> {
     }
 
     /// Primes the cache (first request fills it) and warms the peer up.
-    fn prepare_hit(
-        &self,
-        name: &str,
-        peer: &Peer,
-        path: &str,
-        protocol: Protocol,
-        close: bool,
-    ) -> Result<Target, Box<Row>> {
+    fn prepare_hit(&self, name: &str, peer: &Peer, how: HitLoad) -> Result<Target, Box<Row>> {
+        let HitLoad {
+            path,
+            protocol,
+            close,
+            tls,
+        } = how;
         let row = Row::new(name, peer.kind.name());
         let addr = match protocol {
+            Protocol::Http1 if tls => peer.tls.ok_or_else(|| {
+                Box::new(row.clone().skipped(&format!(
+                    "{} has no TLS listener here (Varnish has no TLS)",
+                    peer.kind.name()
+                )))
+            })?,
             Protocol::Http1 => peer.h1,
             Protocol::Http2 => peer
                 .h2
@@ -241,7 +275,10 @@ impl Bench<'_> {
                 }
             }
         }
-        let spec = self.spec(addr, path, protocol, close);
+        let mut spec = self.spec(addr, path, protocol, close);
+        if tls {
+            spec.url = format!("https://{addr}{path}");
+        }
         if let Err(error) = self.warm(&spec) {
             let what = if protocol == Protocol::Http2 {
                 "h2c (prior knowledge) warm-up failed"
