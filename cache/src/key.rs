@@ -158,16 +158,18 @@ pub fn cache_key(
 /// The URL part of the key: normalised scheme and host, the path as sent
 /// and the query shaped by `opts` (see the module docs).
 pub fn cache_url(scheme: &str, host: &str, path_and_query: &str, opts: &KeyOptions) -> String {
-    let scheme = normalize_scheme(scheme);
-    let host = normalize_host(&scheme, host);
+    let mut out = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 4);
+    let scheme_start = out.len();
+    push_normalized_scheme(scheme, &mut out);
+    let scheme_end = out.len();
+    out.push_str("://");
+    // `out` holds the lower-case scheme, which the host's default port needs.
+    let default = default_port(&out[scheme_start..scheme_end]);
+    push_normalized_host(default, host, &mut out);
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let mut out = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 4);
-    out.push_str(&scheme);
-    out.push_str("://");
-    out.push_str(&host);
     // An empty path in an http(s) URI means "/" (RFC 9110 §4.2.3).
     if !path.starts_with('/') && path != "*" {
         out.push('/');
@@ -199,15 +201,19 @@ pub fn cache_url(scheme: &str, host: &str, path_and_query: &str, opts: &KeyOptio
 /// Lower-cases the scheme; bytes outside `[a-z0-9+.-]` are written `%XX`.
 pub fn normalize_scheme(scheme: &str) -> String {
     let mut out = String::with_capacity(scheme.len());
+    push_normalized_scheme(scheme, &mut out);
+    out
+}
+
+fn push_normalized_scheme(scheme: &str, out: &mut String) {
     for b in scheme.bytes() {
         let b = b.to_ascii_lowercase();
         if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-') {
             out.push(b as char);
         } else {
-            push_pct(b, &mut out);
+            push_pct(b, out);
         }
     }
-    out
 }
 
 /// Lower-cases a host (`name[:port]` or `[v6][:port]`) and removes the
@@ -215,20 +221,27 @@ pub fn normalize_scheme(scheme: &str) -> String {
 /// dropped. Bytes that cannot appear in an authority are written `%XX`.
 /// `scheme` is expected lower-case.
 pub fn normalize_host(scheme: &str, host: &str) -> String {
-    let (name, port) = split_port(host);
     let mut out = String::with_capacity(host.len());
-    for b in name.bytes() {
-        let b = b.to_ascii_lowercase();
-        if is_authority_byte(b) {
-            out.push(b as char);
-        } else {
-            push_pct(b, &mut out);
-        }
+    push_normalized_host(default_port(scheme), host, &mut out);
+    out
+}
+
+/// [`normalize_host`] appending to `out`, given the scheme's default port.
+fn push_normalized_host(default: Option<u16>, host: &str, out: &mut String) {
+    let (name, port) = split_port(host);
+    if name
+        .bytes()
+        .all(|b| is_authority_byte(b) && !b.is_ascii_uppercase())
+    {
+        // Common case: already in normal form.
+        out.push_str(name);
+    } else {
+        push_host_name(name, out);
     }
     match port {
         None | Some("") => {}
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if Some(n) == default_port(scheme) => {}
+            Ok(n) if Some(n) == default => {}
             Ok(n) => {
                 out.push(':');
                 out.push_str(&n.to_string());
@@ -240,13 +253,24 @@ pub fn normalize_host(scheme: &str, host: &str) -> String {
                     if is_authority_byte(b) {
                         out.push(b.to_ascii_lowercase() as char);
                     } else {
-                        push_pct(b, &mut out);
+                        push_pct(b, out);
                     }
                 }
             }
         },
     }
-    out
+}
+
+/// Lower-cases a host name, writing bytes outside an authority `%XX`.
+fn push_host_name(name: &str, out: &mut String) {
+    for b in name.bytes() {
+        let b = b.to_ascii_lowercase();
+        if is_authority_byte(b) {
+            out.push(b as char);
+        } else {
+            push_pct(b, out);
+        }
+    }
 }
 
 /// The default port of a scheme (RFC 9110 §4.2.1, §4.2.2).
@@ -326,6 +350,11 @@ fn push_pct(b: u8, out: &mut String) {
 /// Copies `s`, writing C0 controls and DEL as `%XX` (they are never valid in
 /// a request target, RFC 3986 §2; everything else is kept as sent).
 fn escape_controls(s: &str, out: &mut String) {
+    // Common case: nothing to escape (a UTF-8 byte >= 0x80 is never a control).
+    if !s.bytes().any(|b| b.is_ascii_control()) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c.is_ascii_control() {
             push_pct(c as u8, out);

@@ -44,7 +44,9 @@ use moka::sync::Cache;
 
 use crate::entry::StoredResponse;
 use crate::key::CacheKey;
-use crate::vary::{VarySpec, secondary_key};
+#[cfg(test)]
+use crate::vary::secondary_key;
+use crate::vary::{SecondaryKey, VarySpec, secondary_bytes};
 
 /// Variants kept per URL. Real Vary fan-out is small (`Accept-Encoding`
 /// gives 2–4); 8 leaves room for `Accept-Language` without letting a
@@ -213,13 +215,13 @@ impl MemoryTier {
         let wanted = variants
             .list
             .first()
-            .and_then(|r| secondary_key(&r.vary, request));
+            .and_then(|r| secondary_bytes(&r.vary, request));
         let found = wanted.and_then(|w| {
             variants
                 .list
                 .iter()
                 .rev()
-                .find(|r| r.secondary.as_ref() == Some(&w))
+                .find(|r| r.secondary.as_ref().map(SecondaryKey::as_bytes) == Some(&w[..]))
         });
         match found {
             Some(r) => {

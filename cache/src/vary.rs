@@ -137,6 +137,13 @@ impl fmt::Debug for SecondaryKey {
 
 /// Builds the secondary key of a request under `spec`; `None` for `Vary: *`.
 pub fn secondary_key(spec: &VarySpec, request_headers: &HeaderMap) -> Option<SecondaryKey> {
+    secondary_bytes(spec, request_headers).map(|bytes| SecondaryKey::from_bytes(&bytes))
+}
+
+/// The byte form ([`SecondaryKey::as_bytes`]) of the secondary key that
+/// `request_headers` select under `spec`, without building the key; `None`
+/// for `Vary: *`. An empty spec allocates nothing.
+pub fn secondary_bytes(spec: &VarySpec, request_headers: &HeaderMap) -> Option<Vec<u8>> {
     let VarySpec::Fields(fields) = spec else {
         return None;
     };
@@ -154,12 +161,12 @@ pub fn secondary_key(spec: &VarySpec, request_headers: &HeaderMap) -> Option<Sec
         }
         bytes.push(b'\n');
     }
-    Some(SecondaryKey::from_bytes(&bytes))
+    Some(bytes)
 }
 
 /// Whether a request selects the stored variant (RFC 9111 §4.1); never for `Vary: *`.
 pub fn matches(spec: &VarySpec, stored: &SecondaryKey, request_headers: &HeaderMap) -> bool {
-    secondary_key(spec, request_headers).is_some_and(|k| &k == stored)
+    secondary_bytes(spec, request_headers).is_some_and(|b| stored.as_bytes() == b.as_slice())
 }
 
 /// The normalised value of request field `name` (see the module docs);

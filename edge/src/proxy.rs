@@ -110,7 +110,7 @@ impl Pipeline {
 #[derive(Debug)]
 pub struct Proxy {
     pipeline: Arc<Pipeline>,
-    clients: Vec<UpstreamClient>,
+    clients: Vec<Arc<UpstreamClient>>,
 }
 
 impl Proxy {
@@ -119,7 +119,7 @@ impl Proxy {
         let clients = pipeline
             .pools
             .iter()
-            .map(|pool| UpstreamClient::new(&pool.settings))
+            .map(|pool| Arc::new(UpstreamClient::new(&pool.settings)))
             .collect();
         Proxy { pipeline, clients }
     }
@@ -195,15 +195,15 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let host = head
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
         let policy = &pipeline.site_policies[site];
 
         if policy.applies_to(&head.method, path_and_query.path(), &head.headers) {
+            let host = head
+                .headers
+                .get(header::HOST)
+                .filter(|h| h.to_str().is_ok())
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static(""));
             // A GET or HEAD body has no defined meaning (RFC 9110 §9.3.1); it is dropped.
             drop(body);
             let fetch = Fetch {
@@ -221,12 +221,16 @@ impl Proxy {
                 .await;
         }
 
+        let host = head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let method = head.method.clone();
         let body = body::with_idle_timeout(body, upstream.body_timeout());
-        match upstream
-            .send(head.method, &path_and_query, head.headers, body)
-            .await
-        {
+        // Boxed, so the cache path's future does not carry this one's state.
+        match Box::pin(upstream.send(head.method, &path_and_query, head.headers, body)).await {
             Ok(response) => {
                 let (mut head, body) = response.into_parts();
                 cache::invalidate_after(
@@ -262,7 +266,7 @@ impl Proxy {
 pub struct Upstream {
     pipeline: Arc<Pipeline>,
     pool: usize,
-    client: UpstreamClient,
+    client: Arc<UpstreamClient>,
     from: ClientInfo,
     version: Version,
 }

@@ -78,7 +78,14 @@ pub struct HttpCache {
     targeted: Vec<HeaderName>,
     lock_timeout: Duration,
     node_id: String,
+    /// `<node>; hit; ttl=`, the start of every hit's `Cache-Status` member.
+    hit_prefix: String,
+    /// `Age` values 0 ..= [`AGE_TABLE`] - 1, built once so a hit clones one.
+    ages: Vec<HeaderValue>,
 }
+
+/// How many `Age` values are kept ready-made.
+const AGE_TABLE: u64 = 4096;
 
 impl std::fmt::Debug for HttpCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +118,8 @@ impl HttpCache {
             targeted,
             lock_timeout: cache.lock_timeout,
             node_id: config.node.id.clone(),
+            hit_prefix: format!("{}; hit; ttl=", config.node.id),
+            ages: (0..AGE_TABLE).map(HeaderValue::from).collect(),
         })
     }
 
@@ -126,6 +135,39 @@ impl HttpCache {
     /// A `Cache-Status` member of this node (RFC 9211 §2).
     fn status(&self, params: &str) -> String {
         format!("{}; {params}", self.node_id)
+    }
+
+    /// The member of a hit: `<node>; hit; ttl=<ttl>`.
+    fn hit_status(&self, ttl: i64) -> String {
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut n = ttl.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if ttl < 0 {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        let digits = std::str::from_utf8(&digits[at..]).expect("ASCII");
+        let mut member = String::with_capacity(self.hit_prefix.len() + digits.len());
+        member.push_str(&self.hit_prefix);
+        member.push_str(digits);
+        member
+    }
+
+    /// The `Age` field value for `age`.
+    fn age_value(&self, age: Duration) -> HeaderValue {
+        let secs = age::age_header_value(age);
+        match usize::try_from(secs).ok().and_then(|i| self.ages.get(i)) {
+            Some(value) => value.clone(),
+            None => HeaderValue::from(secs),
+        }
     }
 }
 
@@ -155,8 +197,9 @@ pub struct CacheableRequest {
     pub method: Method,
     /// The client's request headers.
     pub headers: HeaderMap,
-    /// Host used in the cache key.
-    pub host: String,
+    /// Host used in the cache key: a `Host` value that is visible ASCII
+    /// (an empty value stands for none).
+    pub host: HeaderValue,
     /// Path and query, for the key and the upstream request.
     pub path_and_query: PathAndQuery,
 }
@@ -166,14 +209,14 @@ impl Fetch {
     pub async fn serve(self, req: CacheableRequest) -> Response<ProxyBody> {
         let key = edge_cache::key::cache_key(
             "http",
-            &req.host,
+            req.host.to_str().unwrap_or_default(),
             req.path_and_query.as_str(),
             &req.headers,
             &self.policy.key,
         );
         let directives = cache_control::parse_request(req.headers.get_all(header::CACHE_CONTROL));
         if directives.no_store {
-            return self.passthrough(&req, "fwd=bypass", Outcome::Bypass).await;
+            return Box::pin(self.passthrough(&req, "fwd=bypass", Outcome::Bypass)).await;
         }
         let now = SystemTime::now();
         let (fwd, stale) = match self.cache.memory.lookup(&key, &req.headers) {
@@ -214,6 +257,20 @@ impl Fetch {
         if stale.is_none() && reuse::only_if_cached(&directives) {
             return self.only_if_cached_miss();
         }
+        // Boxed: the fetch's state stays out of the hit path's future, which
+        // is then small to build and move.
+        Box::pin(self.fetch(req, key, directives, stale, fwd)).await
+    }
+
+    /// The part of [`Fetch::serve`] that goes to the origin.
+    async fn fetch(
+        &self,
+        req: CacheableRequest,
+        key: CacheKey,
+        directives: RequestDirectives,
+        stale: Option<Arc<StoredResponse>>,
+        fwd: &str,
+    ) -> Response<ProxyBody> {
         if req.method == Method::HEAD {
             return self
                 .passthrough(&req, &format!("fwd={fwd}"), Outcome::Miss)
@@ -385,12 +442,13 @@ impl Fetch {
         member: &str,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
-        let member = match member {
-            "hit" => format!("hit; ttl={}", entry.lifetime.remaining_secs(current_age)),
-            other => other.to_owned(),
+        let cache_status = match member {
+            "hit" => self
+                .cache
+                .hit_status(entry.lifetime.remaining_secs(current_age)),
+            other => self.cache.status(other),
         };
-        let cache_status = self.cache.status(&member);
-        let age_value = HeaderValue::from(age::age_header_value(current_age));
+        let age_value = self.cache.age_value(current_age);
         if validation::client_conditional_matches(&req.method, &req.headers, &entry.headers) {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -527,10 +585,10 @@ pub fn invalidate_after(
 /// member is the cache closest to the client).
 fn append_cache_status(headers: &mut HeaderMap, member: &str) {
     let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
-        Some(upstream) => format!("{upstream}, {member}"),
-        None => member.to_owned(),
+        Some(upstream) => HeaderValue::from_str(&format!("{upstream}, {member}")),
+        None => HeaderValue::from_str(member),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = value {
         headers.insert(CACHE_STATUS, value);
     }
 }
