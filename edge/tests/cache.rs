@@ -768,14 +768,7 @@ async fn object_over_the_size_limit_streams_before_the_origin_finishes_with_boun
             .expect("body ended before the first MiB")
             .expect("body frame");
         if let Ok(data) = frame.into_data() {
-            for (i, byte) in data.iter().enumerate() {
-                assert_eq!(
-                    *byte,
-                    pattern_byte(received + i as u64),
-                    "byte {}",
-                    received + i as u64
-                );
-            }
+            assert_pattern(&data, received);
             received += data.len() as u64;
         }
     }

@@ -140,6 +140,14 @@ pub async fn collect(response: Response<Incoming>) -> Answer {
     Answer { head, body }
 }
 
+/// Checks that `data`, found at `offset` of a body, is the origin's pattern.
+pub fn assert_pattern(data: &[u8], offset: u64) {
+    for (i, byte) in data.iter().enumerate() {
+        let at = offset + i as u64;
+        assert_eq!(*byte, pattern_byte(at), "byte {at}");
+    }
+}
+
 /// Reads a body to its end, checking every byte against the origin's
 /// pattern without keeping it; returns the length.
 pub async fn drain_pattern(mut body: Incoming) -> u64 {
@@ -147,14 +155,7 @@ pub async fn drain_pattern(mut body: Incoming) -> u64 {
     while let Some(frame) = body.frame().await {
         let frame = frame.expect("body frame");
         if let Ok(data) = frame.into_data() {
-            for (i, byte) in data.iter().enumerate() {
-                assert_eq!(
-                    *byte,
-                    pattern_byte(offset + i as u64),
-                    "byte {}",
-                    offset + i as u64
-                );
-            }
+            assert_pattern(&data, offset);
             offset += data.len() as u64;
         }
     }
