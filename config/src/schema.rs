@@ -275,7 +275,7 @@ impl Default for SiteCache {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// `host:port`; names resolve via DNS.
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
     /// Endpoint selection.
     #[serde(default)]
     pub balance: Balance,
@@ -338,6 +338,55 @@ pub struct Outlier {
     pub base_ejection: Option<Duration>,
     /// Most endpoints of the pool ejected at once, in percent.
     pub max_ejection_percent: Option<u8>,
+}
+
+/// One entry of a pool's `endpoints`: `"host:port"` (weight 1) or
+/// `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`; a name resolves via DNS.
+    pub addr: String,
+    /// Relative share of traffic, 1..=256.
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EndpointVisitor)
+    }
+}
+
+struct EndpointVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
+    type Value = Endpoint;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#""host:port" or { addr = "host:port", weight = 3 }"#)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, addr: &str) -> Result<Endpoint, E> {
+        Ok(Endpoint {
+            addr: addr.to_owned(),
+            weight: 1,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Endpoint, A::Error> {
+        use serde::de::Error;
+        let (mut addr, mut weight) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "addr" => addr = Some(map.next_value::<String>()?),
+                "weight" => weight = Some(map.next_value::<u32>()?),
+                other => return Err(A::Error::unknown_field(other, &["addr", "weight"])),
+            }
+        }
+        Ok(Endpoint {
+            addr: addr.ok_or_else(|| A::Error::missing_field("addr"))?,
+            weight: weight.unwrap_or(1),
+        })
+    }
 }
 
 /// `client_cert = { cert, key }` on a pool: PEM chain and private key.

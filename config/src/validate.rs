@@ -310,12 +310,19 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
         );
     }
     for (i, endpoint) in pool.endpoints.iter().enumerate() {
-        if let Err(why) = check_endpoint(endpoint) {
+        if let Err(why) = check_endpoint(&endpoint.addr) {
             return invalid(
                 path.key("endpoints").index(i),
                 format!(
-                    "invalid endpoint {endpoint:?} ({why}); expected host:port, like \"10.0.0.5:8080\", \"origin.internal:80\" or \"[::1]:80\""
+                    "invalid endpoint {:?} ({why}); expected host:port, like \"10.0.0.5:8080\", \"origin.internal:80\" or \"[::1]:80\"",
+                    endpoint.addr
                 ),
+            );
+        }
+        if !(1..=256).contains(&endpoint.weight) {
+            return invalid(
+                path.key("endpoints").index(i).key("weight"),
+                format!("{} is out of range; expected 1 to 256", endpoint.weight),
             );
         }
     }
@@ -599,6 +606,13 @@ endpoints = [\"127.0.0.1:9000\"]
                 26,
                 "pools.b.endpoints[1]",
                 "invalid endpoint \"origin.internal\" (missing port); expected host:port",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\", { addr = \"b:2\", weight = 300 }]\n",
+                8,
+                46,
+                "pools.b.endpoints[1].weight",
+                "300 is out of range; expected 1 to 256",
             ),
             (
                 "[pools.b]\nendpoints = [\"a:99999\"]\n",

@@ -42,7 +42,15 @@ fn design_example_loads() {
     assert_eq!(config.sites[0].shield.as_deref(), Some("shields"));
 
     let origin = &config.pools["origin"];
-    assert_eq!(origin.endpoints, ["127.0.0.1:9000", "origin.internal:80"]);
+    let endpoints: Vec<(&str, u32)> = origin
+        .endpoints
+        .iter()
+        .map(|e| (e.addr.as_str(), e.weight))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [("127.0.0.1:9000", 1), ("origin.internal:80", 1)]
+    );
     assert_eq!(origin.balance, Balance::P2c);
     let health = origin.health.as_ref().unwrap();
     assert_eq!(

@@ -93,11 +93,17 @@ impl OriginPool {
     }
 }
 
-/// Every address of every endpoint name, in config order.
-fn resolve(pool: &str, endpoints: &[String]) -> anyhow::Result<Vec<EndpointSpec>> {
+/// Every address of every endpoint name, in config order, each with its
+/// entry's weight.
+fn resolve(pool: &str, endpoints: &[edge_config::Endpoint]) -> anyhow::Result<Vec<EndpointSpec>> {
     let mut specs = Vec::new();
-    for endpoint in endpoints {
+    for edge_config::Endpoint {
+        addr: endpoint,
+        weight,
+    } in endpoints
+    {
         let addrs: Vec<SocketAddr> = endpoint
+            .as_str()
             .to_socket_addrs()
             .with_context(|| format!("pools.{pool}.endpoints: cannot resolve {endpoint:?}"))?
             .collect();
@@ -105,7 +111,11 @@ fn resolve(pool: &str, endpoints: &[String]) -> anyhow::Result<Vec<EndpointSpec>
             !addrs.is_empty(),
             "pools.{pool}.endpoints: {endpoint:?} resolves to no address"
         );
-        specs.extend(addrs.into_iter().map(EndpointSpec::new));
+        specs.extend(
+            addrs
+                .into_iter()
+                .map(|addr| EndpointSpec::weighted(addr, *weight)),
+        );
     }
     Ok(specs)
 }

@@ -190,8 +190,8 @@ impl UpstreamClient {
 }
 
 /// The host of the first endpoint when it is a name rather than an address.
-fn host_name(endpoints: &[String]) -> Option<String> {
-    let (host, _port) = endpoints.first()?.rsplit_once(':')?;
+fn host_name(endpoints: &[edge_config::Endpoint]) -> Option<String> {
+    let (host, _port) = endpoints.first()?.addr.rsplit_once(':')?;
     let is_address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
     (!is_address).then(|| host.to_owned())
 }

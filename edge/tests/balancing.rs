@@ -132,3 +132,31 @@ outlier = { failures = 3, base_ejection = "300ms", max_ejection_percent = 50 }"#
         "the ejection ends and traffic returns"
     );
 }
+
+#[tokio::test]
+async fn weights_in_endpoints_shape_round_robin_exactly() {
+    let (light, heavy) = (Origin::start(), Origin::start());
+    let config = format!(
+        r#"
+[node]
+id = "edge-test"
+workers = 2
+[admin]
+listen = "127.0.0.1:0"
+[[listeners]]
+addr = "127.0.0.1:0"
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+[pools.origin]
+endpoints = ["{}", {{ addr = "{}", weight = 3 }}]
+balance = "round-robin"
+"#,
+        light.addr(),
+        heavy.addr()
+    );
+    let edge = EdgeProcess::start(edge_bin(), &config);
+    let failures = load(&edge, 40, Arc::new(AtomicUsize::new(0))).await;
+    assert_eq!(failures, 0);
+    assert_eq!((light.hits("/load"), heavy.hits("/load")), (10, 30));
+}
