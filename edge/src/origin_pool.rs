@@ -35,6 +35,8 @@ pub struct OriginPool {
     pub health: Option<HealthCheckConfig>,
     /// The clock origin the pool's decisions are measured from.
     pub epoch: Epoch,
+    /// Whether picks need a placement key (`balance = "hash"`).
+    pub hashed: bool,
 }
 
 impl OriginPool {
@@ -84,6 +86,7 @@ impl OriginPool {
             settings: PoolSettings::new(name, pool)?,
             health,
             epoch,
+            hashed: pool.balance == edge_config::Balance::Hash,
         })
     }
 

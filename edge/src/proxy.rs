@@ -308,15 +308,35 @@ impl Upstream {
         forward::add_forwarded_for(&mut headers, self.from.addr.ip(), self.from.proto);
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
 
+        // `hash` pools place a request by its URL (host + path + query) with
+        // the cache key's stable digest, so every worker and every restart
+        // sends one object to the same endpoint.
+        let key = pool.hashed.then(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let url = edge_cache::key::cache_url(
+                "http",
+                host,
+                path_and_query.as_str(),
+                &edge_cache::key::KeyOptions::default(),
+            );
+            edge_cache::key::CacheKey::from_text(&url).digest64()
+        });
+        let first = PickRequest {
+            key,
+            ..PickRequest::default()
+        };
         let retryable = body.is_end_stream() && edge_lb::retry_allowed(&method, false);
         pool.budget.deposit(pool.now());
         let mut body = Some(body);
         let mut tried: Vec<EndpointAddr> = Vec::new();
         loop {
             let request = if tried.is_empty() {
-                PickRequest::default()
+                first
             } else {
-                PickRequest::default().retry(&tried)
+                first.retry(&tried)
             };
             let guard = RNG
                 .with_borrow_mut(|rng| pool.lb.pick(&request, pool.now(), rng))

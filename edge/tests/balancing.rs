@@ -160,3 +160,31 @@ balance = "round-robin"
     assert_eq!(failures, 0);
     assert_eq!((light.hits("/load"), heavy.hits("/load")), (10, 30));
 }
+
+#[tokio::test]
+async fn hash_pools_send_each_url_to_one_endpoint() {
+    let origins = [Origin::start(), Origin::start(), Origin::start()];
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr()).collect();
+    let edge = EdgeProcess::start(edge_bin(), &config(&addrs, "balance = \"hash\""));
+    for round in 0..3 {
+        for i in 0..20 {
+            let path = format!("/h{i}?header=Cache-Control:no-store");
+            assert_eq!(get(edge.addr(), &path).await.status(), 200, "round {round}");
+        }
+    }
+    let mut used = std::collections::HashSet::new();
+    for i in 0..20 {
+        let counts: Vec<usize> = origins.iter().map(|o| o.hits(&format!("/h{i}"))).collect();
+        assert_eq!(
+            counts.iter().filter(|&&n| n == 3).count(),
+            1,
+            "/h{i}: {counts:?}"
+        );
+        assert_eq!(counts.iter().sum::<usize>(), 3, "/h{i}: {counts:?}");
+        used.insert(counts.iter().position(|&n| n == 3));
+    }
+    assert!(
+        used.len() >= 2,
+        "20 URLs spread over more than one endpoint"
+    );
+}
