@@ -34,6 +34,66 @@ pub struct Config {
     /// Upstream pools by name.
     #[serde(default)]
     pub pools: BTreeMap<String, Pool>,
+    /// How endpoint names are resolved and re-resolved.
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+/// `[dns]`: how pool endpoints given as `name:port` are resolved. Names are
+/// looked up at start (a name that does not resolve fails start-up) and
+/// again when their records' TTL runs out, clamped to `min_ttl..=max_ttl`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Name servers as `ip` or `ip:port`; empty uses `/etc/resolv.conf`.
+    pub servers: Vec<String>,
+    /// Shortest time between two lookups of a name (floor on the TTL).
+    #[serde(with = "duration")]
+    pub min_ttl: Duration,
+    /// Longest time an answer is trusted before asking again (ceiling on the TTL).
+    #[serde(with = "duration")]
+    pub max_ttl: Duration,
+    /// One lookup attempt's timeout.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Look names up in `/etc/hosts` before asking DNS.
+    pub hosts_file: bool,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            servers: Vec::new(),
+            // 5 s floor: Envoy's default dns_refresh_rate; a TTL of 0 must
+            // not turn into a lookup per request.
+            min_ttl: Duration::from_secs(5),
+            // 5 min ceiling: a long TTL still gets re-checked, so a moved
+            // origin is followed within minutes even if its zone says a day.
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+            hosts_file: true,
+        }
+    }
+}
+
+impl Dns {
+    /// The configured name servers as socket addresses (port 53 when absent).
+    /// Validation has already checked each entry parses.
+    pub fn server_addrs(&self) -> Vec<SocketAddr> {
+        self.servers
+            .iter()
+            .filter_map(|s| parse_dns_server(s))
+            .collect()
+    }
+}
+
+/// `ip`, `ip:port` or `[v6]:port`; port 53 when absent.
+pub(crate) fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 /// `[node]`: identity and process settings.
@@ -324,6 +384,43 @@ pub struct Pool {
     pub panic_threshold: u8,
     /// Passive outlier detection; defaults follow Envoy's.
     pub outlier: Option<Outlier>,
+    /// Per-endpoint circuit breaker; defaults follow linkerd2's.
+    pub breaker: Option<Breaker>,
+    /// Bound on retries as a share of recent requests; defaults follow tower's.
+    pub retry_budget: Option<RetryBudget>,
+    /// Also retry PUT and DELETE (idempotent but not safe, RFC 9110 §9.2.2)
+    /// when they carry no body.
+    #[serde(default)]
+    pub retry_unsafe_idempotent: bool,
+    /// `hash` pools: place requests by this request header's value instead
+    /// of the URL; requests without it fall back to the URL.
+    pub hash_header: Option<String>,
+}
+
+/// `breaker = { failures, open, max_open, probes }` on a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    /// Consecutive failures that open an endpoint's breaker; 0 turns it off.
+    pub failures: Option<u32>,
+    /// How long a first opening lasts before half-open probes.
+    #[serde(default, with = "opt_duration")]
+    pub open: Option<Duration>,
+    /// Ceiling of the open time, which doubles on each failed probe.
+    #[serde(default, with = "opt_duration")]
+    pub max_open: Option<Duration>,
+    /// Requests let through at once while half-open.
+    pub probes: Option<u32>,
+}
+
+/// `retry_budget = { ratio, min_per_sec }` on a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Retries allowed per original request over the last 10 s (0.2 = 20%).
+    pub ratio: Option<f64>,
+    /// Retries allowed per second regardless of traffic.
+    pub min_per_sec: Option<u32>,
 }
 
 /// `outlier = { failures, base_ejection, max_ejection_percent }` on a pool.

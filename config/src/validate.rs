@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use crate::locate::KeyPath;
-use crate::{Config, ListenerTls, Pool, Site};
+use crate::{Balance, Config, ListenerTls, Pool, Site};
 
 /// A broken rule: where, and what to do about it.
 #[derive(Debug)]
@@ -46,6 +46,7 @@ pub(crate) fn validate(config: &Config) -> Checked {
     for (name, pool) in &config.pools {
         self::pool(pool, &root.key("pools").key(name))?;
     }
+    dns(config, &root.key("dns"))?;
     sites(config, &root.key("sites"))
 }
 
@@ -97,6 +98,32 @@ fn limits(config: &Config, path: &KeyPath) -> Checked {
         return invalid(
             path.key("max_header_size"),
             format!("{size} bytes is out of range; expected between 8KiB and 1MiB, like \"32KiB\""),
+        );
+    }
+    Ok(())
+}
+
+fn dns(config: &Config, path: &KeyPath) -> Checked {
+    let dns = &config.dns;
+    for (i, server) in dns.servers.iter().enumerate() {
+        if crate::schema::parse_dns_server(server).is_none() {
+            return invalid(
+                path.key("servers").index(i),
+                format!(
+                    "{server:?} is not an IP address; expected \"10.0.0.2\" or \"127.0.0.1:5353\""
+                ),
+            );
+        }
+    }
+    nonzero(dns.min_ttl, path.key("min_ttl"))?;
+    nonzero(dns.timeout, path.key("timeout"))?;
+    if dns.max_ttl < dns.min_ttl {
+        return invalid(
+            path.key("max_ttl"),
+            format!(
+                "{:?} is below min_ttl ({:?}); the ceiling must be at least the floor",
+                dns.max_ttl, dns.min_ttl
+            ),
         );
     }
     Ok(())
@@ -323,6 +350,43 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
             return invalid(
                 path.key("endpoints").index(i).key("weight"),
                 format!("{} is out of range; expected 1 to 256", endpoint.weight),
+            );
+        }
+    }
+    if let Some(breaker) = &pool.breaker {
+        let path = path.key("breaker");
+        if let Some(open) = breaker.open {
+            nonzero(open, path.key("open"))?;
+        }
+        if let (Some(open), Some(max)) = (breaker.open, breaker.max_open)
+            && max < open
+        {
+            return invalid(
+                path.key("max_open"),
+                format!(
+                    "{max:?} is below open ({open:?}); the ceiling must be at least the first opening"
+                ),
+            );
+        }
+        if breaker.probes == Some(0) {
+            return invalid(path.key("probes"), "must be at least 1");
+        }
+    }
+    if let Some(budget) = &pool.retry_budget
+        && let Some(ratio) = budget.ratio
+        && !(0.0..=1000.0).contains(&ratio)
+    {
+        return invalid(
+            path.key("retry_budget").key("ratio"),
+            format!("{ratio} is out of range; expected a share like 0.2 (20% of recent requests)"),
+        );
+    }
+    if let Some(name) = &pool.hash_header {
+        header_name(name, path.key("hash_header"))?;
+        if pool.balance != Balance::Hash {
+            return invalid(
+                path.key("hash_header"),
+                "only `hash` pools place requests by a header; add balance = \"hash\"",
             );
         }
     }
@@ -667,6 +731,57 @@ endpoints = [\"127.0.0.1:9000\"]
                 11,
                 "node.workers",
                 "must be at least 1",
+            ),
+            // Breaker, retry budget and hash header.
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nbreaker = { probes = 0 }\n",
+                9,
+                22,
+                "pools.b.breaker.probes",
+                "must be at least 1",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nbreaker = { open = \"2s\", max_open = \"1s\" }\n",
+                9,
+                37,
+                "pools.b.breaker.max_open",
+                "is below open",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nretry_budget = { ratio = -1.0 }\n",
+                9,
+                26,
+                "pools.b.retry_budget.ratio",
+                "out of range",
+            ),
+            (
+                "[pools.b]\nendpoints = [\"a:1\"]\nhash_header = \"X-User\"\n",
+                9,
+                15,
+                "pools.b.hash_header",
+                "only `hash` pools",
+            ),
+            // DNS servers are IP addresses; the TTL ceiling is at least the floor.
+            (
+                "[dns]\nservers = [\"127.0.0.1:5353\", \"ns.local\"]\n",
+                8,
+                30,
+                "dns.servers[1]",
+                "\"ns.local\" is not an IP address",
+            ),
+            (
+                "[dns]\nmin_ttl = \"10s\"\nmax_ttl = \"5s\"\n",
+                9,
+                11,
+                "dns.max_ttl",
+                "is below min_ttl",
+            ),
+            (
+                "[dns]\nmin_ttl = \"0s\"\n",
+                8,
+                11,
+                "dns.min_ttl",
+                "must be greater than zero",
             ),
             // Header limit between 8 KiB and 1 MiB.
             (

@@ -4,10 +4,16 @@
 //! the rise/fall thresholds and stops picking unhealthy endpoints.
 //!
 //! One thread rather than one checker per worker: the origin sees one check
-//! per interval per edge node, not one per core.
+//! per interval per edge node, not one per core. Every sweep (1 s) the
+//! checker follows the pools' membership, so endpoints that DNS discovery
+//! adds get checked and removed ones stop being checked.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::task::AbortHandle;
 
 use edge_lb::{CheckResult, HealthCheckConfig, WyRand};
 use http::{HeaderValue, Request, header};
@@ -34,18 +40,61 @@ pub fn spawn(pipeline: Arc<Pipeline>) -> std::io::Result<()> {
 }
 
 async fn run(pipeline: Arc<Pipeline>) {
-    for index in 0..pipeline.pools().len() {
-        let Some(config) = pipeline.pools()[index].health.clone() else {
-            continue;
+    let mut checkers: Vec<Checkers> = pipeline.pools().iter().map(Checkers::new).collect();
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        // Membership first: DNS discovery may have added or removed endpoints.
+        for (index, checkers) in checkers.iter_mut().enumerate() {
+            checkers.reconcile(&pipeline, index);
+        }
+        for pool in pipeline.pools() {
+            pool.lb.sweep(pool.now());
+        }
+        sweep.tick().await;
+    }
+}
+
+/// The check loops of one pool, one per endpoint address.
+struct Checkers {
+    config: Option<(HealthCheckConfig, UpstreamClient)>,
+    running: HashMap<SocketAddr, AbortHandle>,
+}
+
+impl Checkers {
+    fn new(pool: &OriginPool) -> Self {
+        let config = pool.health.clone().map(|config| {
+            let settings = PoolSettings {
+                response_timeout: config.timeout,
+                ..pool.settings.clone()
+            };
+            (config, UpstreamClient::new(&settings))
+        });
+        Checkers {
+            config,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Starts a check loop for each new endpoint and stops those of
+    /// endpoints that left the pool.
+    fn reconcile(&mut self, pipeline: &Arc<Pipeline>, index: usize) {
+        let Some((config, client)) = &self.config else {
+            return;
         };
-        let settings = PoolSettings {
-            response_timeout: config.timeout,
-            ..pipeline.pools()[index].settings.clone()
-        };
-        let client = UpstreamClient::new(&settings);
-        for addr in pipeline.pools()[index].lb.addrs() {
+        let addrs = pipeline.pools()[index].lb.addrs();
+        self.running.retain(|addr, task| {
+            let keep = addrs.contains(addr);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for addr in addrs {
+            if self.running.contains_key(&addr) {
+                continue;
+            }
             let (pipeline, client, config) = (pipeline.clone(), client.clone(), config.clone());
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let pool = &pipeline.pools()[index];
                 let mut rng = WyRand::new(addr.port() as u64 ^ index as u64);
                 tokio::time::sleep(config.first_delay(&mut rng)).await;
@@ -57,13 +106,7 @@ async fn run(pipeline: Arc<Pipeline>) {
                     tokio::time::sleep(config.next_delay(&mut rng)).await;
                 }
             });
-        }
-    }
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-    loop {
-        sweep.tick().await;
-        for pool in pipeline.pools() {
-            pool.lb.sweep(pool.now());
+            self.running.insert(addr, task.abort_handle());
         }
     }
 }
@@ -74,7 +117,7 @@ async fn check(
     pool: &OriginPool,
     client: &UpstreamClient,
     config: &HealthCheckConfig,
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
 ) -> CheckResult {
     let uri = format!("{}://{addr}{}", pool.settings.scheme(), config.path);
     let Ok(uri) = uri.parse::<http::Uri>() else {

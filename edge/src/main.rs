@@ -11,6 +11,7 @@ mod body;
 mod cache;
 mod conn;
 mod demo;
+mod discovery;
 mod forward;
 mod framing;
 mod health;

@@ -13,6 +13,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::discovery::Dns;
 use crate::health;
 use crate::https::HttpsPolicy;
 use crate::listen;
@@ -87,8 +88,10 @@ impl Node {
     /// Binds every listener and starts serving `config`.
     pub fn start(config: &Config) -> anyhow::Result<Node> {
         refuse_unbuilt_features(config)?;
-        let pipeline = Arc::new(Pipeline::new(config)?);
+        let dns = Dns::start(config)?;
+        let pipeline = Arc::new(Pipeline::new(config, &dns.specs())?);
         health::spawn(pipeline.clone())?;
+        dns.spawn(pipeline.clone())?;
         let workers = config.workers();
         let tls = config
             .listeners

@@ -2,15 +2,12 @@
 //! state and every balancing decision), the pool's retry budget, and its
 //! connection settings.
 //!
-//! Endpoint names are resolved once at start with the system resolver
-//! (so `/etc/hosts` applies); every address a name resolves to becomes an
-//! endpoint. Re-resolving on the record's TTL is not built yet.
+//! The endpoints come resolved (`discovery.rs` looks names up at start and
+//! keeps them current): every address a name resolves to is an endpoint.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use edge_lb::{
     Balance, EndpointSpec, Epoch, Event, EventSink, HealthCheckConfig, Pool, PoolConfig,
     RetryBudget, RetryBudgetConfig,
@@ -37,12 +34,20 @@ pub struct OriginPool {
     pub epoch: Epoch,
     /// Whether picks need a placement key (`balance = "hash"`).
     pub hashed: bool,
+    /// `hash_header`: the request header that places requests in a hash pool.
+    pub hash_header: Option<http::HeaderName>,
+    /// `retry_unsafe_idempotent`: PUT and DELETE may be retried too.
+    pub retry_unsafe_idempotent: bool,
 }
 
 impl OriginPool {
-    /// Resolves the endpoints of `[pools.<name>]` and builds its state.
-    pub fn new(name: &str, pool: &edge_config::Pool, epoch: Epoch) -> anyhow::Result<Self> {
-        let specs = resolve(name, &pool.endpoints)?;
+    /// Builds the state of `[pools.<name>]` over its resolved endpoints.
+    pub fn new(
+        name: &str,
+        pool: &edge_config::Pool,
+        specs: &[EndpointSpec],
+        epoch: Epoch,
+    ) -> anyhow::Result<Self> {
         let balance = match pool.balance {
             edge_config::Balance::P2c => Balance::P2c,
             edge_config::Balance::Ewma => Balance::Ewma,
@@ -66,9 +71,27 @@ impl OriginPool {
                 .max_ejection_percent
                 .unwrap_or(outlier.max_ejection_percent);
         }
+        let mut breaker = edge_lb::BreakerConfig::default();
+        if let Some(b) = &pool.breaker {
+            breaker.failure_threshold = b.failures.unwrap_or(breaker.failure_threshold);
+            breaker.open_for = b.open.unwrap_or(breaker.open_for);
+            breaker.max_open_for = b.max_open.unwrap_or(breaker.max_open_for);
+            breaker.half_open_probes = b.probes.unwrap_or(breaker.half_open_probes);
+        }
+        let mut budget = RetryBudgetConfig::default();
+        if let Some(b) = &pool.retry_budget {
+            budget.ratio = b.ratio.unwrap_or(budget.ratio);
+            budget.min_per_sec = b.min_per_sec.unwrap_or(budget.min_per_sec);
+        }
+        let hash_header = pool
+            .hash_header
+            .as_deref()
+            .map(|name| http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()))
+            .transpose()?;
         let config = PoolConfig {
             balance,
             outlier,
+            breaker,
             panic_threshold_percent: pool.panic_threshold,
             max_requests: pool.max_requests,
             health: health.clone(),
@@ -80,13 +103,15 @@ impl OriginPool {
         });
         Ok(OriginPool {
             name: name.to_owned(),
-            lb: Pool::with_events(config, &specs, epoch.at(Instant::now()), sink),
-            budget: RetryBudget::new(RetryBudgetConfig::default()),
+            lb: Pool::with_events(config, specs, epoch.at(Instant::now()), sink),
+            budget: RetryBudget::new(budget),
             retries: pool.retries,
             settings: PoolSettings::new(name, pool)?,
             health,
             epoch,
             hashed: pool.balance == edge_config::Balance::Hash,
+            hash_header,
+            retry_unsafe_idempotent: pool.retry_unsafe_idempotent,
         })
     }
 
@@ -94,31 +119,4 @@ impl OriginPool {
     pub fn now(&self) -> edge_lb::Nanos {
         self.epoch.at(Instant::now())
     }
-}
-
-/// Every address of every endpoint name, in config order, each with its
-/// entry's weight.
-fn resolve(pool: &str, endpoints: &[edge_config::Endpoint]) -> anyhow::Result<Vec<EndpointSpec>> {
-    let mut specs = Vec::new();
-    for edge_config::Endpoint {
-        addr: endpoint,
-        weight,
-    } in endpoints
-    {
-        let addrs: Vec<SocketAddr> = endpoint
-            .as_str()
-            .to_socket_addrs()
-            .with_context(|| format!("pools.{pool}.endpoints: cannot resolve {endpoint:?}"))?
-            .collect();
-        anyhow::ensure!(
-            !addrs.is_empty(),
-            "pools.{pool}.endpoints: {endpoint:?} resolves to no address"
-        );
-        specs.extend(
-            addrs
-                .into_iter()
-                .map(|addr| EndpointSpec::weighted(addr, *weight)),
-        );
-    }
-    Ok(specs)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_config::Config;
-use edge_lb::{Epoch, PickRequest, WyRand};
+use edge_lb::{EndpointSpec, Epoch, PickRequest, WyRand};
 use std::cell::RefCell;
 use std::net::SocketAddr as EndpointAddr;
 use std::time::{Duration, Instant};
@@ -62,14 +62,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the routing tables of a validated configuration.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    /// Builds the routing tables of a validated configuration; `endpoints`
+    /// holds each pool's resolved endpoints, in config order.
+    pub fn new(config: &Config, endpoints: &[Vec<EndpointSpec>]) -> anyhow::Result<Self> {
         let pool_names: Vec<&String> = config.pools.keys().collect();
         let epoch = Epoch::new(Instant::now());
         let pools = config
             .pools
             .iter()
-            .map(|(name, pool)| OriginPool::new(name, pool, epoch))
+            .zip(endpoints)
+            .map(|((name, pool), specs)| OriginPool::new(name, pool, specs, epoch))
             .collect::<anyhow::Result<_>>()?;
         let site_pools = config
             .sites
@@ -308,27 +310,15 @@ impl Upstream {
         forward::add_forwarded_for(&mut headers, self.from.addr.ip(), self.from.proto);
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
 
-        // `hash` pools place a request by its URL (host + path + query) with
-        // the cache key's stable digest, so every worker and every restart
-        // sends one object to the same endpoint.
-        let key = pool.hashed.then(|| {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            let url = edge_cache::key::cache_url(
-                "http",
-                host,
-                path_and_query.as_str(),
-                &edge_cache::key::KeyOptions::default(),
-            );
-            edge_cache::key::CacheKey::from_text(&url).digest64()
-        });
+        let key = pool
+            .hashed
+            .then(|| placement_key(pool, &headers, path_and_query));
         let first = PickRequest {
             key,
             ..PickRequest::default()
         };
-        let retryable = body.is_end_stream() && edge_lb::retry_allowed(&method, false);
+        let retryable =
+            body.is_end_stream() && edge_lb::retry_allowed(&method, pool.retry_unsafe_idempotent);
         pool.budget.deposit(pool.now());
         let mut body = Some(body);
         let mut tried: Vec<EndpointAddr> = Vec::new();
@@ -388,6 +378,28 @@ impl Upstream {
             tried.push(endpoint);
         }
     }
+}
+
+/// Where a `hash` pool places a request: by the pool's `hash_header` when
+/// the request has it, otherwise by its URL (host + path + query) with the
+/// cache key's stable digest, so every worker and every restart sends one
+/// object (or one user, session, ...) to the same endpoint.
+fn placement_key(pool: &OriginPool, headers: &HeaderMap, path_and_query: &PathAndQuery) -> u64 {
+    if let Some(value) = pool.hash_header.as_ref().and_then(|name| headers.get(name)) {
+        return edge_cache::key::CacheKey::from_text(&String::from_utf8_lossy(value.as_bytes()))
+            .digest64();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let url = edge_cache::key::cache_url(
+        "http",
+        host,
+        path_and_query.as_str(),
+        &edge_cache::key::KeyOptions::default(),
+    );
+    edge_cache::key::CacheKey::from_text(&url).digest64()
 }
 
 thread_local! {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use edge_test_support::{EdgeProcess, Origin};
+use edge_test_support::{DnsServer, EdgeProcess, Origin};
 
 const PATH: &str = "/load?header=Cache-Control:no-store";
 
@@ -187,4 +187,263 @@ async fn hash_pools_send_each_url_to_one_endpoint() {
         used.len() >= 2,
         "20 URLs spread over more than one endpoint"
     );
+}
+
+/// Sends bounded rounds of load until `reached` holds; every request must succeed.
+async fn load_until(edge: &EdgeProcess, what: &str, reached: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !reached() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        let failures = load(edge, 10, Arc::new(AtomicUsize::new(0))).await;
+        assert_eq!(failures, 0, "no failed request while waiting: {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_follows_its_dns_name_without_failed_requests() {
+    // Two origins on one port at two loopback addresses, so one name:port
+    // can point at either.
+    let first = Origin::start();
+    let port = first.addr().port();
+    let second = Origin::start_at(std::net::SocketAddr::from(([127, 0, 0, 2], port)));
+    let (ip1, ip2) = (first.addr().ip(), second.addr().ip());
+    let dns = DnsServer::start();
+    dns.set("origin.test", &[ip1], 1);
+    let config = format!(
+        r#"
+[node]
+id = "edge-test"
+workers = 2
+[admin]
+listen = "127.0.0.1:0"
+[[listeners]]
+addr = "127.0.0.1:0"
+[dns]
+servers = ["{dns}"]
+min_ttl = "200ms"
+max_ttl = "1s"
+hosts_file = false
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+[pools.origin]
+endpoints = ["origin.test:{port}"]
+retries = 2
+"#,
+        dns = dns.addr()
+    );
+    let edge = EdgeProcess::start(edge_bin(), &config);
+    assert_eq!(load(&edge, 20, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert_eq!((first.hits("/load"), second.hits("/load")), (20, 0));
+
+    // The answer moves: within the TTL (1 s) the pool follows, and the old
+    // address drains without a failed request.
+    dns.set("origin.test", &[ip2], 1);
+    load_until(&edge, "traffic moves to the new address", || {
+        second.hits("/load") > 0
+    })
+    .await;
+    let old = first.hits("/load");
+    assert_eq!(load(&edge, 20, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert_eq!(
+        first.hits("/load"),
+        old,
+        "the removed address gets nothing new"
+    );
+
+    // Both addresses: both receive traffic.
+    dns.set("origin.test", &[ip1, ip2], 1);
+    load_until(&edge, "both addresses serve", || first.hits("/load") > old).await;
+
+    // The server breaks: lookups fail, the last good set stays in use.
+    dns.fail("origin.test");
+    let asked = dns.queries();
+    load_until(&edge, "failed lookups happen", || {
+        dns.queries() >= asked + 2
+    })
+    .await;
+    let (a, b) = (first.hits("/load"), second.hits("/load"));
+    assert_eq!(load(&edge, 40, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert!(
+        first.hits("/load") > a && second.hits("/load") > b,
+        "both addresses keep serving after failed lookups"
+    );
+    assert!(
+        edge.output()
+            .contains("lookup failed; keeping the last good addresses"),
+        "the failure is logged"
+    );
+}
+
+#[tokio::test]
+async fn names_in_etc_hosts_resolve_without_asking_dns() {
+    let origin = Origin::start();
+    let dns = DnsServer::start(); // knows no name at all
+    let config = format!(
+        r#"
+[node]
+id = "edge-test"
+workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listeners]]
+addr = "127.0.0.1:0"
+[dns]
+servers = ["{dns}"]
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+[pools.origin]
+endpoints = ["localhost:{port}"]
+"#,
+        dns = dns.addr(),
+        port = origin.addr().port()
+    );
+    let edge = EdgeProcess::start(edge_bin(), &config);
+    assert_eq!(load(&edge, 8, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert_eq!(origin.hits("/load"), 8);
+    assert_eq!(dns.queries(), 0, "/etc/hosts answered");
+}
+
+/// `count` occurrences of `needle` in the edge's log.
+fn logged(edge: &EdgeProcess, needle: &str) -> usize {
+    edge.output().matches(needle).count()
+}
+
+/// One GET at a time (so the breaker's consecutive count is exact).
+async fn sequential(edge: &EdgeProcess, count: usize) {
+    for _ in 0..count {
+        assert_eq!(
+            get(edge.addr(), PATH).await.status(),
+            200,
+            "every request succeeds"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opens_probes_half_open_and_closes() {
+    let (good, sick) = (Origin::start(), Origin::start());
+    let edge = EdgeProcess::start(
+        edge_bin(),
+        &config(
+            &[good.addr(), sick.addr()],
+            r#"balance = "round-robin"
+outlier = { failures = 0 }
+breaker = { failures = 3, open = "1s", max_open = "10s", probes = 1 }
+retries = 1"#,
+        ),
+    );
+    sick.force_status(Some(503));
+
+    // Closed -> open after 3 consecutive failures (each retried on `good`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while logged(&edge, "BreakerOpened") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the breaker opens");
+        sequential(&edge, 1).await;
+    }
+    assert_eq!(sick.hits("/load"), 3, "opened at the failure threshold");
+
+    // Open: nothing reaches `sick`; half-open after `open`: one probe,
+    // which fails, so the breaker opens again (for twice as long).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while logged(&edge, "BreakerOpened") < 2 {
+        assert!(std::time::Instant::now() < deadline, "the probe reopens it");
+        sequential(&edge, 1).await;
+        if sick.hits("/load") > 3 {
+            // The log is read by another thread: wait for the line.
+            assert!(
+                edge_test_support::wait_until(Duration::from_secs(5), || {
+                    logged(&edge, "BreakerHalfOpen") >= 1
+                }),
+                "no traffic while open, only a half-open probe"
+            );
+        }
+    }
+    assert_eq!(logged(&edge, "BreakerHalfOpen"), 1);
+    assert_eq!(
+        sick.hits("/load"),
+        4,
+        "half-open let exactly one probe through"
+    );
+    assert!(
+        edge.output().contains("open_for: 2s"),
+        "the second opening lasts twice as long"
+    );
+
+    // Healed: the next probe succeeds and closes the breaker; traffic returns.
+    sick.force_status(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while logged(&edge, "BreakerClosed") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the breaker closes");
+        sequential(&edge, 1).await;
+    }
+    sequential(&edge, 10).await;
+    assert!(sick.hits("/load") >= 4 + 5, "closed: round-robin again");
+}
+
+#[tokio::test]
+async fn hash_header_keeps_each_user_on_one_endpoint() {
+    let origins = [Origin::start(), Origin::start(), Origin::start()];
+    let addrs: Vec<_> = origins.iter().map(|o| o.addr()).collect();
+    let edge = EdgeProcess::start(
+        edge_bin(),
+        &config(&addrs, "balance = \"hash\"\nhash_header = \"X-User\""),
+    );
+    let mut used = std::collections::HashSet::new();
+    for user in 0..12 {
+        for page in 0..4 {
+            let path = format!("/u{user}/p{page}?header=Cache-Control:no-store");
+            let req = request("GET", &path)
+                .header("x-user", format!("user-{user}"))
+                .body(empty())
+                .unwrap();
+            assert_eq!(send(edge.addr(), req).await.status(), 200);
+        }
+        let counts: Vec<usize> = origins
+            .iter()
+            .map(|o| (0..4).map(|p| o.hits(&format!("/u{user}/p{p}"))).sum())
+            .collect();
+        assert_eq!(
+            counts.iter().filter(|&&n| n == 4).count(),
+            1,
+            "user-{user}'s four URLs went to one endpoint: {counts:?}"
+        );
+        used.insert(counts.iter().position(|&n| n == 4));
+    }
+    assert!(
+        used.len() >= 2,
+        "12 users spread over more than one endpoint"
+    );
+}
+
+#[tokio::test]
+async fn put_and_delete_are_retried_only_when_configured() {
+    for (configured, expected) in [(false, 503), (true, 200)] {
+        let (sick, good) = (Origin::start(), Origin::start());
+        sick.force_status(Some(503));
+        let extra = format!(
+            "balance = \"round-robin\"\nretries = 1\nretry_unsafe_idempotent = {configured}"
+        );
+        let edge = EdgeProcess::start(edge_bin(), &config(&[sick.addr(), good.addr()], &extra));
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let req = request("DELETE", "/thing").body(empty()).unwrap();
+            statuses.push(send(edge.addr(), req).await.status());
+        }
+        assert!(
+            statuses.contains(&expected),
+            "retry_unsafe_idempotent = {configured}: {statuses:?}"
+        );
+        if configured {
+            assert_eq!(
+                statuses,
+                [200, 200],
+                "every DELETE retried onto the good endpoint"
+            );
+        }
+    }
 }

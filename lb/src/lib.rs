@@ -45,6 +45,7 @@
 //! - [`endpoint`]: per-endpoint atomics, [`Outcome`], counters, status.
 //! - [`p2c`], [`ewma`], [`round_robin`], [`hash`]: the four balancers.
 //! - [`health`], [`outlier`], [`breaker`]: failure detection.
+//! - [`discovery`]: what endpoint names stand for and when to look them up.
 //! - [`retry_budget`], [`limit`]: retries and the concurrency cap.
 //! - [`event`]: state changes, reported once.
 //! - [`time`], [`rng`]: the caller's clock and randomness.
@@ -55,6 +56,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod discovery;
 pub mod endpoint;
 pub mod event;
 pub mod ewma;
@@ -71,6 +73,7 @@ mod set;
 pub mod time;
 
 pub use breaker::{BreakerConfig, BreakerState};
+pub use discovery::{Answered, Discovered, RefreshPolicy};
 pub use endpoint::{EndpointCounters, EndpointSpec, EndpointStatus, MAX_WEIGHT, Outcome};
 pub use event::{Event, EventSink};
 pub use ewma::EwmaConfig;

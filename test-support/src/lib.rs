@@ -8,14 +8,19 @@
 //! - [`EdgeProcess`]: runs the real `edge` binary against a config written to
 //!   a temporary directory and parses the addresses it prints.
 //!
+//! - [`DnsServer`]: an authoritative DNS server on a loopback port whose
+//!   answers a test sets and changes, for endpoint discovery.
+//!
 //! The trade-off: tests pay for real sockets and processes, and in exchange
 //! exercise exactly the code paths production uses. Waiting is always on a
 //! condition with a deadline ([`wait_until`]), never a fixed sleep.
 
+mod dns;
 mod edge_process;
 mod origin;
 mod wait;
 
+pub use dns::DnsServer;
 pub use edge_process::EdgeProcess;
 pub use origin::{Origin, RecordedRequest, pattern_byte};
 pub use wait::wait_until;
