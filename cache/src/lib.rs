@@ -16,6 +16,7 @@ pub mod freshness;
 pub mod invalidation;
 pub mod key;
 pub mod memory;
+pub mod range;
 pub mod reuse;
 pub mod storable;
 pub mod validation;

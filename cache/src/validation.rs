@@ -360,7 +360,7 @@ fn parse_tag_at(s: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
 }
 
 /// The value of a singleton field, `None` when absent or repeated.
-fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+pub(crate) fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     values.next().is_none().then_some(first)
@@ -368,7 +368,7 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderVal
 
 /// A singleton HTTP-date field (RFC 9110 §5.6.7), `None` when absent,
 /// repeated or invalid.
-fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+pub(crate) fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     single(headers, name).and_then(parse_http_date)
 }
 

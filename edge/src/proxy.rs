@@ -199,7 +199,7 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let policy = &pipeline.site_policies[site];
 
-        if policy.applies_to(&head.method, path_and_query.path(), &head.headers) {
+        if policy.applies_to(&head.method, path_and_query.path()) {
             let host = head
                 .headers
                 .get(header::HOST)

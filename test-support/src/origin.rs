@@ -15,12 +15,18 @@
 //! | `etag=V`        | send `ETag: "V"`; a matching `If-None-Match` gets 304, no body  |
 //! | `hold=NAME`     | answer only after [`Origin::release`]`(NAME)`                   |
 //! | `stall_after=N` | send N body bytes of a declared `size` (> N; default N+1), hang |
+//! | `resume=NAME`   | with `stall_after` and `size`: continue after [`Origin::release`]`(NAME)` |
+//! | `chunked=1`     | send the body without `Content-Length` (chunked on HTTP/1.1)    |
 //!
 //! Values are form-urlencoded (`%XX`, `+` is a space); a value keeps any
 //! `=` after the first. An unknown key or bad value gets a `400` whose body
 //! names the problem. The default body is `origin <path>\n`; 204, 304 and
 //! 1xx answers carry none. Path `/echo` streams the request body back as it
 //! arrives (with `x-echo-method`).
+//!
+//! A GET for a (not held) `size=` body that would be a 200 honours a single
+//! `Range: bytes=…` itself: 206 with `Content-Range`, or 416 (see
+//! `origin/range.rs`); several ranges or other units get the full 200.
 //!
 //! Every request is recorded when its head arrives (so a test can wait for
 //! a held request), and its `body_len` is filled in once the request body
@@ -32,6 +38,7 @@
 //! closures keeps every test's origin behaviour visible in its URL.
 
 mod body;
+mod range;
 mod script;
 
 use std::collections::{HashMap, HashSet};
@@ -42,7 +49,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -51,8 +58,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::{Notify, oneshot};
 
-use body::OriginBody;
 pub use body::pattern_byte;
+use body::{AfterEnd, OriginBody};
+use range::OriginRange;
 use script::Script;
 
 /// Path whose response body streams the request body back.
@@ -417,6 +425,8 @@ async fn answer(
         tokio::time::sleep(delay).await;
     }
 
+    let mut status = status;
+    let mut content_range = None;
     let body = if bodyless(status) {
         OriginBody::empty()
     } else if echo {
@@ -426,21 +436,52 @@ async fn answer(
             on_end: Some(Box::new(move |len| shared.set_body_len(index, len))),
         }
     } else if let Some(sent) = script.stall_after {
+        let after = match (&script.resume, script.size) {
+            (Some(name), Some(size)) => {
+                let name = name.clone();
+                AfterEnd::Resume {
+                    resume: Box::pin(async move { shared.wait_released(&name).await }),
+                    until: size,
+                }
+            }
+            _ => AfterEnd::Stall,
+        };
         OriginBody::Pattern {
             offset: 0,
             end: sent,
-            stall: true,
+            after,
+            chunked: script.chunked,
         }
     } else if let Some(size) = script.size {
+        let ranged = parts.method == Method::GET && status == StatusCode::OK;
+        let (start, end) = match ranged.then(|| range::evaluate(&parts.headers, size)) {
+            Some(OriginRange::Part { start, end }) => {
+                status = StatusCode::PARTIAL_CONTENT;
+                content_range = Some(format!("bytes {start}-{}/{size}", end - 1));
+                (start, end)
+            }
+            Some(OriginRange::Unsatisfiable) => {
+                status = StatusCode::RANGE_NOT_SATISFIABLE;
+                content_range = Some(format!("bytes */{size}"));
+                (0, 0)
+            }
+            Some(OriginRange::Ignore) | None => (0, size),
+        };
         OriginBody::Pattern {
-            offset: 0,
-            end: size,
-            stall: false,
+            offset: start,
+            end,
+            after: AfterEnd::Finish,
+            chunked: script.chunked,
         }
     } else {
         OriginBody::text(format!("origin {}\n", parts.uri.path()))
     };
-    Ok(respond(&parts.method, status, script, body))
+    let mut response = respond(&parts.method, status, script, body);
+    if let Some(value) = content_range {
+        let value = HeaderValue::from_str(&value).expect("digits and punctuation");
+        response.headers_mut().insert(CONTENT_RANGE, value);
+    }
+    Ok(response)
 }
 
 /// Builds the response around `body`: its length, ETag, echo method and
@@ -461,16 +502,20 @@ fn respond(
             let method = HeaderValue::from_str(method.as_str());
             headers.insert("x-echo-method", method.expect("a method is a valid value"));
         }
+        OriginBody::Pattern { chunked: true, .. } => {}
         OriginBody::Pattern {
-            end, stall: true, ..
+            offset,
+            end,
+            after: AfterEnd::Finish,
+            ..
         } => {
-            // Declare more than will ever come so the body stays incomplete;
-            // one byte more is enough when the script gave no size.
-            let declared = script.size.unwrap_or(end + 1);
-            headers.insert(CONTENT_LENGTH, declared.into());
+            headers.insert(CONTENT_LENGTH, (end - offset).into());
         }
         OriginBody::Pattern { end, .. } => {
-            headers.insert(CONTENT_LENGTH, (*end).into());
+            // Held: declare the full size (a stalled body never sends it
+            // all; one byte more is enough when the script gave no size).
+            let declared = script.size.unwrap_or(end + 1);
+            headers.insert(CONTENT_LENGTH, declared.into());
         }
         OriginBody::Full(Some(text)) => {
             headers.insert(CONTENT_LENGTH, text.len().into());

@@ -19,10 +19,21 @@
 //!   arrive. A response that turns out not storable releases every follower
 //!   at once to fetch on its own.
 //!
+//! - **range** (GET with `Range`, RFC 9110 §14): looked up like any GET.
+//!   A stored 200 answers with a 206 cut from its chunks, a 416, or the
+//!   full 200 when the range is ignored (rules in `edge_cache::range`). On a
+//!   miss the fill drops `Range` / `If-Range` and fetches the whole object
+//!   once for everyone; the ranged client streams the flight through
+//!   `range_body` and is answered as soon as its bytes arrive. If the
+//!   answer turns out not storable (no `Content-Length`, over the
+//!   per-object limit, `no-store`, …) the request is sent again with the
+//!   client's `Range`, so the origin cuts the range: one extra request head
+//!   instead of streaming a whole object to serve part of it.
+//!
 //! Trade-offs, on purpose for now: only responses with a `Content-Length`
 //! within the per-object limit are coalesced and stored (a chunked or
 //! larger response streams straight through, so memory stays bounded);
-//! `Range` requests and HEAD misses bypass the cache.
+//! HEAD misses bypass the cache (without `Range`, which HEAD ignores).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,7 +48,7 @@ use edge_cache::key::CacheKey;
 use edge_cache::memory::{Lookup, MemoryOptions, MemoryTier};
 use edge_cache::reuse::{self, Reuse, StoredFreshness};
 use edge_cache::vary::{self, SecondaryKey, VarySpec};
-use edge_cache::{invalidation, validation};
+use edge_cache::{invalidation, range, validation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode};
@@ -51,7 +62,9 @@ use crate::upstream::UpstreamError;
 
 mod bodies;
 mod fill;
+mod partial;
 mod policy;
+mod range_body;
 mod store;
 
 pub use policy::SitePolicy;
@@ -69,6 +82,10 @@ const CLIENT_CONDITIONALS: [HeaderName; 4] = [
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
 ];
+
+/// The client's range fields: a fill fetches the whole object and the
+/// cache cuts each client's range from it.
+const CLIENT_RANGE: [HeaderName; 2] = [header::RANGE, header::IF_RANGE];
 
 /// The node's cache: the memory tier and the in-flight fetches, shared by
 /// every worker.
@@ -176,6 +193,8 @@ impl HttpCache {
 pub struct SharedHead {
     status: StatusCode,
     headers: HeaderMap,
+    /// The body length (`Content-Length`; flights only carry known lengths).
+    length: u64,
     vary: VarySpec,
     secondary: Option<SecondaryKey>,
 }
@@ -282,7 +301,7 @@ impl Fetch {
                 Ok(head) if head_fits(&head, &req.headers) => {
                     let status = self.cache.status(&format!("fwd={fwd}; collapsed"));
                     self.policy.counters.record(Outcome::Miss, 0);
-                    self.answer_from_flight(&head, follower, &status)
+                    self.answer_from_flight(&req, &head, follower, &status)
                 }
                 _ => {
                     self.passthrough(&req, &format!("fwd={fwd}"), Outcome::Miss)
@@ -308,7 +327,7 @@ impl Fetch {
         fwd: &str,
     ) -> Response<ProxyBody> {
         let mut headers = req.headers.clone();
-        for name in CLIENT_CONDITIONALS {
+        for name in CLIENT_CONDITIONALS.into_iter().chain(CLIENT_RANGE) {
             headers.remove(name);
         }
         if let Some(stale) = &stale {
@@ -391,7 +410,9 @@ impl Fetch {
                 // The entry was replaced by an answer we may not keep.
                 self.cache.memory.invalidate(&key);
             }
-            return self.relay(Response::from_parts(head, body), &self.cache.status(&fwd));
+            return self
+                .relay_unstored(req, Response::from_parts(head, body), &fwd)
+                .await;
         };
         let shared = Arc::new(plan.head.clone());
         leader.publish_head(shared.clone());
@@ -399,6 +420,7 @@ impl Fetch {
         let body = body::with_idle_timeout(body, self.upstream.body_timeout());
         tokio::spawn(fill(leader, body, plan, key, self.cache.clone()));
         self.answer_from_flight(
+            req,
             &shared,
             follower,
             &self.cache.status(&format!("{fwd}; stored")),
@@ -456,39 +478,52 @@ impl Fetch {
             self.policy.counters.record(outcome, 0);
             return self.finish_headers(response, Some(age_value), &cache_status);
         }
+        let length = entry.body_len();
+        let range = range::answer(
+            &req.method,
+            &req.headers,
+            entry.status,
+            &entry.headers,
+            length,
+        );
         let body = if req.method == Method::HEAD {
             self.policy.counters.record(outcome, 0);
             body::empty()
         } else {
-            self.policy.counters.record(outcome, entry.body_len());
+            let served = partial::served_bytes(range, length);
+            self.policy.counters.record(outcome, served);
             StoredBody {
                 entry: entry.clone(),
                 next: 0,
             }
             .boxed_unsync()
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = entry.status;
-        *response.headers_mut() = entry.headers.clone();
+        let response = partial::respond(range, entry.status, entry.headers.clone(), body, length);
         self.finish_headers(response, Some(age_value), &cache_status)
     }
 
-    /// A response streaming a flight's body.
+    /// A response streaming a flight's body (the part of it `req` asks for).
     fn answer_from_flight(
         &self,
+        req: &CacheableRequest,
         head: &SharedHead,
         follower: Follower<Arc<SharedHead>>,
         cache_status: &str,
     ) -> Response<ProxyBody> {
-        let mut response = Response::new(
-            FlightBody {
-                follower: Some(follower),
-                pending: None,
-            }
-            .boxed_unsync(),
+        let range = range::answer(
+            &req.method,
+            &req.headers,
+            head.status,
+            &head.headers,
+            head.length,
         );
-        *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers.clone();
+        let body = FlightBody {
+            follower: Some(follower),
+            pending: None,
+        }
+        .boxed_unsync();
+        let response =
+            partial::respond(range, head.status, head.headers.clone(), body, head.length);
         self.finish_headers(response, None, cache_status)
     }
 
@@ -500,11 +535,45 @@ impl Fetch {
         outcome: Outcome,
     ) -> Response<ProxyBody> {
         self.policy.counters.record(outcome, 0);
+        let mut headers = req.headers.clone();
+        if req.method == Method::HEAD {
+            // Range is defined for GET only (RFC 9110 §14.2): a HEAD is
+            // answered as for the full object, whatever the origin would do.
+            for name in CLIENT_RANGE {
+                headers.remove(name);
+            }
+        }
+        match self
+            .send(req.method.clone(), &req.path_and_query, headers)
+            .await
+        {
+            Ok(response) => self.relay(response, &self.cache.status(member)),
+            Err(error) => error_response(&error),
+        }
+    }
+
+    /// Relays a fill's answer that will not be stored. For a ranged GET
+    /// whose answer is a 200 the request is sent again with the client's
+    /// `Range` (the fill dropped it), so the origin cuts the range instead
+    /// of a whole object streaming through to serve part of it.
+    async fn relay_unstored(
+        &self,
+        req: &CacheableRequest,
+        response: Response<Incoming>,
+        fwd: &str,
+    ) -> Response<ProxyBody> {
+        let member = self.cache.status(fwd);
+        if response.status() != StatusCode::OK || !range::requests_range(&req.method, &req.headers)
+        {
+            return self.relay(response, &member);
+        }
+        drop(response);
+        tracing::debug!("not storable; sending the client's range to origin");
         match self
             .send(req.method.clone(), &req.path_and_query, req.headers.clone())
             .await
         {
-            Ok(response) => self.relay(response, &self.cache.status(member)),
+            Ok(response) => self.relay(response, &member),
             Err(error) => error_response(&error),
         }
     }
@@ -610,6 +679,7 @@ fn head_of(entry: &StoredResponse) -> SharedHead {
     SharedHead {
         status: entry.status,
         headers: entry.headers.clone(),
+        length: entry.body_len(),
         vary: entry.vary.clone(),
         secondary: entry.secondary.clone(),
     }

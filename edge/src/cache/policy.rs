@@ -7,7 +7,7 @@ use edge_cache::key::KeyOptions;
 use edge_cache::reuse::ReuseOptions;
 use edge_cache::storable::StoreOptions;
 use http::Method;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::HeaderName;
 
 /// A site's cache policy, derived once from its `cache = { … }` table.
 #[derive(Debug)]
@@ -63,12 +63,13 @@ impl SitePolicy {
     }
 
     /// Whether this request may be answered from, or stored in, the cache.
-    pub fn applies_to(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    pub fn applies_to(&self, method: &Method, path: &str) -> bool {
         self.enabled
             && (method == Method::GET || method == Method::HEAD)
             && !self.bypass_methods.contains(method)
-            && !self.bypass_paths.iter().any(|p| path.starts_with(p.as_str()))
-            // Ranges arrive with the disk tier (issue: ranges from cached objects).
-            && !headers.contains_key(header::RANGE)
+            && !self
+                .bypass_paths
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
     }
 }

@@ -91,6 +91,7 @@ impl Fetch {
             head: SharedHead {
                 status: head.status,
                 headers,
+                length,
                 vary,
                 secondary,
             },

@@ -5,6 +5,7 @@
 //! one 64 KiB window of memory, and `/echo` forwards each request frame as
 //! it arrives instead of collecting the request first.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -39,13 +40,31 @@ fn pattern_window() -> &'static [u8] {
 /// request body ends cleanly.
 pub(crate) type OnEchoEnd = Box<dyn FnOnce(u64) + Send>;
 
+/// A future that completes when a held pattern body may continue.
+pub(crate) type Resume = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a pattern body does once it reached its `end`.
+pub(crate) enum AfterEnd {
+    /// It ends.
+    Finish,
+    /// It stays pending forever, as an origin that hangs mid-body would.
+    Stall,
+    /// It waits for `resume`, then continues up to `until` and ends.
+    Resume { resume: Resume, until: u64 },
+}
+
 /// A response body produced by the origin.
 pub(crate) enum OriginBody {
     /// A small in-memory body; `None` once sent (or for an empty body).
     Full(Option<Bytes>),
-    /// Pattern bytes `offset..end`. With `stall`, the body never ends after
-    /// `end`: it stays pending, as an origin that hangs mid-body would.
-    Pattern { offset: u64, end: u64, stall: bool },
+    /// Pattern bytes `offset..end`, then `after`. With `chunked`, the body
+    /// reports no exact size, so hyper sends it without `Content-Length`.
+    Pattern {
+        offset: u64,
+        end: u64,
+        after: AfterEnd,
+        chunked: bool,
+    },
     /// The request body, frame by frame.
     Echo {
         incoming: Incoming,
@@ -74,15 +93,25 @@ impl Body for OriginBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             OriginBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            OriginBody::Pattern { offset, end, stall } => {
+            OriginBody::Pattern {
+                offset, end, after, ..
+            } => {
                 if *offset >= *end {
-                    // Never woken: the connection task is parked until the
-                    // peer gives up or the origin shuts down.
-                    return if *stall {
-                        Poll::Pending
-                    } else {
-                        Poll::Ready(None)
+                    let resumed_end = match after {
+                        AfterEnd::Finish => return Poll::Ready(None),
+                        // Never woken: the connection task is parked until
+                        // the peer gives up or the origin shuts down.
+                        AfterEnd::Stall => return Poll::Pending,
+                        AfterEnd::Resume { resume, until } => {
+                            std::task::ready!(resume.as_mut().poll(cx));
+                            *until
+                        }
                     };
+                    *end = resumed_end;
+                    *after = AfterEnd::Finish;
+                    if *offset >= *end {
+                        return Poll::Ready(None);
+                    }
                 }
                 let len = (*end - *offset).min(FRAME_LEN as u64) as usize;
                 let start = (*offset % PERIOD as u64) as usize;
@@ -124,7 +153,9 @@ impl Body for OriginBody {
     fn is_end_stream(&self) -> bool {
         match self {
             OriginBody::Full(data) => data.is_none(),
-            OriginBody::Pattern { offset, end, stall } => !stall && offset >= end,
+            OriginBody::Pattern {
+                offset, end, after, ..
+            } => matches!(after, AfterEnd::Finish) && offset >= end,
             // Report the end only through poll_frame, so on_end always runs.
             OriginBody::Echo { .. } => false,
         }
@@ -138,10 +169,12 @@ impl Body for OriginBody {
             OriginBody::Pattern {
                 offset,
                 end,
-                stall: false,
+                after: AfterEnd::Finish,
+                chunked: false,
             } => SizeHint::with_exact(end - offset),
-            // The declared Content-Length is set explicitly on the response.
-            OriginBody::Pattern { stall: true, .. } => SizeHint::default(),
+            // A held body's declared Content-Length is set explicitly on the
+            // response; a chunked one has none.
+            OriginBody::Pattern { .. } => SizeHint::default(),
             OriginBody::Echo { incoming, .. } => incoming.size_hint(),
         }
     }
@@ -165,7 +198,8 @@ mod tests {
         let mut body = OriginBody::Pattern {
             offset: 0,
             end: len,
-            stall: false,
+            after: AfterEnd::Finish,
+            chunked: false,
         };
         assert_eq!(body.size_hint().exact(), Some(len));
         let mut seen = 0u64;
@@ -178,5 +212,30 @@ mod tests {
             seen += data.len() as u64;
         }
         assert_eq!(seen, len);
+    }
+
+    #[tokio::test]
+    async fn held_pattern_body_continues_after_resume() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut body = OriginBody::Pattern {
+            offset: 0,
+            end: 10,
+            after: AfterEnd::Resume {
+                resume: Box::pin(async move {
+                    let _ = rx.await;
+                }),
+                until: 30,
+            },
+            chunked: false,
+        };
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), 10);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let held = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(held.is_pending(), "the body waits for the resume");
+        tx.send(()).unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(rest.len(), 20);
+        assert_eq!(rest[0], pattern_byte(10));
     }
 }

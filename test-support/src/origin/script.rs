@@ -27,6 +27,11 @@ pub(crate) struct Script {
     pub(crate) hold: Option<String>,
     /// `stall_after=N`: send N body bytes, then stall forever.
     pub(crate) stall_after: Option<u64>,
+    /// `resume=NAME`: with `stall_after`, continue to `size` once
+    /// `Origin::release(NAME)` is called instead of stalling forever.
+    pub(crate) resume: Option<String>,
+    /// `chunked=1`: send the `size` body without `Content-Length`.
+    pub(crate) chunked: bool,
 }
 
 impl Script {
@@ -71,6 +76,8 @@ impl Script {
                 }
                 "hold" => script.hold = Some(value),
                 "stall_after" => script.stall_after = Some(number(&key, &value)?),
+                "resume" => script.resume = Some(value),
+                "chunked" => script.chunked = number::<u8>(&key, &value)? != 0,
                 _ => return Err(format!("unknown origin script key {key:?}")),
             }
         }
@@ -80,6 +87,9 @@ impl Script {
             return Err(format!(
                 "stall_after={sent} needs size > {sent}, got {size}"
             ));
+        }
+        if script.resume.is_some() && (script.stall_after.is_none() || script.size.is_none()) {
+            return Err("resume=NAME needs stall_after=N and size=M".to_owned());
         }
         Ok(script)
     }
@@ -158,7 +168,7 @@ mod tests {
     fn parses_every_key() {
         let s = Script::parse(Some(
             "status=404&size=10&delay=25&header=Connection:x-foo&header=X-Foo:1\
-             &header=Keep-Alive:timeout=5&etag=v1&hold=a&stall_after=3",
+             &header=Keep-Alive:timeout=5&etag=v1&hold=a&stall_after=3&resume=r&chunked=1",
         ))
         .unwrap();
         assert_eq!(s.status, Some(StatusCode::NOT_FOUND));
@@ -180,6 +190,8 @@ mod tests {
         assert_eq!(s.etag.as_deref(), Some("v1"));
         assert_eq!(s.hold.as_deref(), Some("a"));
         assert_eq!(s.stall_after, Some(3));
+        assert_eq!(s.resume.as_deref(), Some("r"));
+        assert!(s.chunked);
     }
 
     #[test]
@@ -231,6 +243,9 @@ mod tests {
             "etag=%zz",
             "etag=a%22b",
             "stall_after=10&size=10",
+            "resume=a&size=10",
+            "resume=a&stall_after=3",
+            "chunked=yes",
         ] {
             assert!(Script::parse(Some(q)).is_err(), "{q} should be rejected");
         }
