@@ -245,6 +245,23 @@ pub struct DiskCache {
     /// Capacity in bytes.
     #[serde(with = "size")]
     pub size: u64,
+    /// File I/O backend: io_uring when the kernel allows it, or the blocking pool.
+    #[serde(default)]
+    pub backend: DiskBackend,
+}
+
+/// `[cache] disk.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskBackend {
+    /// io_uring if available (logged), else the blocking pool.
+    #[default]
+    Auto,
+    /// io_uring, or a start-up error.
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// `pread`/`pwrite` on tokio's blocking pool.
+    Blocking,
 }
 
 /// `[limits]`: bounds on what a downstream client may send.

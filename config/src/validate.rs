@@ -28,6 +28,10 @@ fn invalid(path: KeyPath, message: impl Into<String>) -> Checked {
     })
 }
 
+/// Smallest accepted `cache.disk.size`: below one object block table and
+/// a few objects the tier only churns.
+const MIN_DISK_SIZE: u64 = 1024 * 1024;
+
 /// Smallest accepted `limits.max_header_size`: 8 KiB, because hyper bounds
 /// a request head by its read buffer and refuses buffers under 8 KiB; it is
 /// also nginx's default per-line limit, so real browsers fit.
@@ -141,6 +145,23 @@ fn cache(config: &Config, path: &KeyPath) -> Checked {
         );
     }
     nonzero(cache.lock_timeout, path.key("lock_timeout"))?;
+    if let Some(disk) = &cache.disk {
+        if disk.size < MIN_DISK_SIZE {
+            return invalid(
+                path.key("disk").key("size"),
+                format!(
+                    "{} bytes is too small; give the disk tier at least 1MiB, like \"20GiB\"",
+                    disk.size
+                ),
+            );
+        }
+        if disk.path.as_os_str().is_empty() {
+            return invalid(
+                path.key("disk").key("path"),
+                "empty; name a directory like \"/var/cache/edge\"",
+            );
+        }
+    }
     for (i, site) in config.sites.iter().enumerate() {
         let site_path = KeyPath::root().key("sites").index(i).key("cache");
         for (j, name) in site.cache.key_headers.iter().enumerate() {
@@ -731,6 +752,14 @@ endpoints = [\"127.0.0.1:9000\"]
                 11,
                 "node.workers",
                 "must be at least 1",
+            ),
+            // The disk tier needs room and a directory.
+            (
+                "[cache]\ndisk = { path = \"/var/cache/edge\", size = \"4KiB\" }\n",
+                8,
+                43,
+                "cache.disk.size",
+                "too small",
             ),
             // Breaker, retry budget and hash header.
             (

@@ -229,8 +229,5 @@ fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
             "shield routing is not built yet; sites fetch from their origin pool directly"
         );
     }
-    if config.cache.disk.is_some() {
-        tracing::warn!("the cache is not built yet; every request goes to origin");
-    }
     Ok(())
 }

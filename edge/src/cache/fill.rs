@@ -1,5 +1,5 @@
 //! The background half of a miss: read the origin's body into the flight
-//! and store the object once it arrived complete.
+//! and store the object once it arrived complete, in memory and then on disk.
 
 use std::sync::Arc;
 
@@ -88,7 +88,8 @@ pub(super) async fn fill(
         vary: head.vary,
         secondary: head.secondary,
     };
-    let outcome = cache.memory.insert(key, Arc::new(entry));
+    let entry = Arc::new(entry);
+    let outcome = cache.memory.insert(key.clone(), entry.clone());
     let stats = cache.memory.stats();
     tracing::debug!(
         ?outcome,
@@ -98,4 +99,6 @@ pub(super) async fn fill(
         "stored"
     );
     leader.finish();
+    // After the clients are served: the disk copy is for later requests.
+    cache.write_through(&key, &entry).await;
 }

@@ -4,8 +4,9 @@
 //! The rules are edge-cache's pure policy functions; this module only asks
 //! them and acts:
 //!
-//! - **hit** (fresh, or stale the request accepts): answered from memory
-//!   with `Age`; a matching client conditional gets 304.
+//! - **hit** (fresh, or stale the request accepts): answered from memory,
+//!   or after a memory miss from the disk tier (`disk_tier`), with `Age`;
+//!   a matching client conditional gets 304.
 //! - **stale within `stale-while-revalidate`**: answered from memory at
 //!   once; one background refresh per key (the refresh is a coalescing
 //!   flight, so concurrent stale hits start no second one).
@@ -17,8 +18,8 @@
 //!   of the flight (the leader's own client included) and storing the
 //!   object when the body completed in full. Followers stream as chunks
 //!   arrive. A response that turns out not storable releases every follower
-//!   at once to fetch on its own.
-//!
+//!   at once to fetch on its own. A stored object is written through to
+//!   the disk tier after its clients are served.
 //! - **range** (GET with `Range`, RFC 9110 §14): looked up like any GET.
 //!   A stored 200 answers with a 206 cut from its chunks, a 416, or the
 //!   full 200 when the range is ignored (rules in `edge_cache::range`). On a
@@ -43,6 +44,7 @@ use edge_cache::age;
 use edge_cache::cache_control::{self, RequestDirectives};
 use edge_cache::coalesce::{Coalescer, Follower, Joined, Leader};
 use edge_cache::counters::Outcome;
+use edge_cache::disk::DiskStore;
 use edge_cache::entry::StoredResponse;
 use edge_cache::key::CacheKey;
 use edge_cache::memory::{Lookup, MemoryOptions, MemoryTier};
@@ -61,6 +63,7 @@ use crate::proxy::Upstream;
 use crate::upstream::UpstreamError;
 
 mod bodies;
+mod disk_tier;
 mod fill;
 mod partial;
 mod policy;
@@ -70,6 +73,7 @@ mod store;
 pub use policy::SitePolicy;
 
 use bodies::{FlightBody, StoredBody};
+use disk_tier::{DISK_HIT, FromDisk, MEMORY_HIT, Tier};
 use fill::fill;
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -91,6 +95,8 @@ const CLIENT_RANGE: [HeaderName; 2] = [header::RANGE, header::IF_RANGE];
 /// every worker.
 pub struct HttpCache {
     memory: MemoryTier,
+    /// The disk tier, when `[cache] disk` is configured.
+    disk: Option<DiskStore>,
     flights: Coalescer<CacheKey, Arc<SharedHead>>,
     targeted: Vec<HeaderName>,
     lock_timeout: Duration,
@@ -129,8 +135,10 @@ impl HttpCache {
         }
         targeted.push(cache_control::CDN_CACHE_CONTROL);
         let max_buffer = usize::try_from(memory.max_object_bytes).unwrap_or(usize::MAX);
+        let disk = cache.disk.as_ref().map(disk_tier::open).transpose()?;
         Ok(HttpCache {
             memory: MemoryTier::new(memory),
+            disk,
             flights: Coalescer::with_max_buffer(max_buffer),
             targeted,
             lock_timeout: cache.lock_timeout,
@@ -154,8 +162,8 @@ impl HttpCache {
         format!("{}; {params}", self.node_id)
     }
 
-    /// The member of a hit: `<node>; hit; ttl=<ttl>`.
-    fn hit_status(&self, ttl: i64) -> String {
+    /// The member of a hit: `<node>; hit; ttl=<ttl>; detail=<tier>`.
+    fn hit_status(&self, ttl: i64, tier: Tier) -> String {
         let mut digits = [0u8; 21];
         let mut at = digits.len();
         let mut n = ttl.unsigned_abs();
@@ -172,9 +180,11 @@ impl HttpCache {
             digits[at] = b'-';
         }
         let digits = std::str::from_utf8(&digits[at..]).expect("ASCII");
-        let mut member = String::with_capacity(self.hit_prefix.len() + digits.len());
+        let detail = tier.detail();
+        let mut member = String::with_capacity(self.hit_prefix.len() + digits.len() + detail.len());
         member.push_str(&self.hit_prefix);
         member.push_str(digits);
+        member.push_str(detail);
         member
     }
 
@@ -186,6 +196,13 @@ impl HttpCache {
             None => HeaderValue::from(secs),
         }
     }
+}
+
+/// The head of a stored object, whichever tier holds it.
+pub(super) struct StoredParts<'a> {
+    status: StatusCode,
+    headers: &'a HeaderMap,
+    length: u64,
 }
 
 /// The response head shared with every client of a flight.
@@ -238,40 +255,40 @@ impl Fetch {
             return Box::pin(self.passthrough(&req, "fwd=bypass", Outcome::Bypass)).await;
         }
         let now = SystemTime::now();
-        let (fwd, stale) = match self.cache.memory.lookup(&key, &req.headers) {
-            Lookup::Hit(entry) => {
-                let current_age = age::current_age(&entry.times, now);
-                let stored = StoredFreshness {
-                    freshness_lifetime: entry.lifetime.ttl,
-                    current_age,
-                    directives: &entry.directives,
+        let (entry, tier) = match self.cache.memory.lookup(&key, &req.headers) {
+            Lookup::Hit(entry) => (entry, Tier::Memory),
+            miss => {
+                let fwd = match miss {
+                    Lookup::VaryMiss => "vary-miss",
+                    _ => "uri-miss",
                 };
-                match reuse::decide(&stored, &directives, &self.policy.reuse) {
-                    Reuse::Fresh | Reuse::StaleAccepted { .. } => {
-                        return self.answer_from_store(
-                            &req,
-                            &entry,
-                            current_age,
-                            "hit",
-                            Outcome::Hit,
-                        );
-                    }
-                    Reuse::StaleWhileRevalidate { .. } => {
-                        self.refresh_in_background(&req, key, entry.clone());
-                        return self.answer_from_store(
-                            &req,
-                            &entry,
-                            current_age,
-                            "hit",
-                            Outcome::Hit,
-                        );
-                    }
-                    Reuse::GatewayTimeout => return self.only_if_cached_miss(),
-                    Reuse::MustValidate { reason } => (reason.cache_status_fwd(), Some(entry)),
+                let Some(found) = self.cache.disk_lookup(&key, &req.headers) else {
+                    return Box::pin(self.miss(req, key, directives, fwd)).await;
+                };
+                match Box::pin(self.look_on_disk(&req, &key, &directives, found, now)).await {
+                    FromDisk::Loaded(entry) => (entry, Tier::Disk),
+                    FromDisk::Answered(response) => return response,
+                    FromDisk::Miss => return Box::pin(self.miss(req, key, directives, fwd)).await,
                 }
             }
-            Lookup::VaryMiss => ("vary-miss", None),
-            Lookup::UriMiss => ("uri-miss", None),
+        };
+        let current_age = age::current_age(&entry.times, now);
+        let stored = StoredFreshness {
+            freshness_lifetime: entry.lifetime.ttl,
+            current_age,
+            directives: &entry.directives,
+        };
+        let hit = tier.hit_member();
+        let (fwd, stale) = match reuse::decide(&stored, &directives, &self.policy.reuse) {
+            Reuse::Fresh | Reuse::StaleAccepted { .. } => {
+                return self.answer_from_store(&req, &entry, current_age, hit, Outcome::Hit);
+            }
+            Reuse::StaleWhileRevalidate { .. } => {
+                self.refresh_in_background(&req, key, entry.clone());
+                return self.answer_from_store(&req, &entry, current_age, hit, Outcome::Hit);
+            }
+            Reuse::GatewayTimeout => return self.only_if_cached_miss(),
+            Reuse::MustValidate { reason } => (reason.cache_status_fwd(), Some(entry)),
         };
         if stale.is_none() && reuse::only_if_cached(&directives) {
             return self.only_if_cached_miss();
@@ -279,6 +296,20 @@ impl Fetch {
         // Boxed: the fetch's state stays out of the hit path's future, which
         // is then small to build and move.
         Box::pin(self.fetch(req, key, directives, stale, fwd)).await
+    }
+
+    /// Nothing stored for the request: fetch, unless `only-if-cached`.
+    async fn miss(
+        &self,
+        req: CacheableRequest,
+        key: CacheKey,
+        directives: RequestDirectives,
+        fwd: &str,
+    ) -> Response<ProxyBody> {
+        if reuse::only_if_cached(&directives) {
+            return self.only_if_cached_miss();
+        }
+        self.fetch(req, key, directives, None, fwd).await
     }
 
     /// The part of [`Fetch::serve`] that goes to the origin.
@@ -372,6 +403,10 @@ impl Fetch {
                 self.cache
                     .memory
                     .replace_variant(&key, stale, fresh.clone());
+                tokio::spawn({
+                    let (cache, key, fresh) = (self.cache.clone(), key.clone(), fresh.clone());
+                    async move { cache.write_through(&key, &fresh).await }
+                });
                 leader.publish_head(Arc::new(head_of(&fresh)));
                 for chunk in &fresh.body {
                     leader.push_chunk(chunk.clone());
@@ -408,7 +443,7 @@ impl Fetch {
             leader.release_uncacheable();
             if stale.is_some() {
                 // The entry was replaced by an answer we may not keep.
-                self.cache.memory.invalidate(&key);
+                self.cache.forget(&key);
             }
             return self
                 .relay_unstored(req, Response::from_parts(head, body), &fwd)
@@ -464,26 +499,53 @@ impl Fetch {
         member: &str,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
+        let ttl = entry.lifetime.remaining_secs(current_age);
         let cache_status = match member {
-            "hit" => self
-                .cache
-                .hit_status(entry.lifetime.remaining_secs(current_age)),
+            MEMORY_HIT => self.cache.hit_status(ttl, Tier::Memory),
+            DISK_HIT => self.cache.hit_status(ttl, Tier::Disk),
             other => self.cache.status(other),
         };
+        let parts = StoredParts {
+            status: entry.status,
+            headers: &entry.headers,
+            length: entry.body_len(),
+        };
+        let body = || {
+            StoredBody {
+                entry: entry.clone(),
+                next: 0,
+            }
+            .boxed_unsync()
+        };
+        self.answer_stored(req, parts, body, current_age, &cache_status, outcome)
+    }
+
+    /// The answer from a stored object, whichever tier holds its body: a
+    /// 304 for a matching client conditional, else the full object or the
+    /// requested range of it (`body` makes the full body, from offset 0).
+    fn answer_stored(
+        &self,
+        req: &CacheableRequest,
+        parts: StoredParts<'_>,
+        body: impl FnOnce() -> ProxyBody,
+        current_age: Duration,
+        cache_status: &str,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
         let age_value = self.cache.age_value(current_age);
-        if validation::client_conditional_matches(&req.method, &req.headers, &entry.headers) {
+        if validation::client_conditional_matches(&req.method, &req.headers, parts.headers) {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
-            *response.headers_mut() = validation::not_modified_headers(&entry.headers);
+            *response.headers_mut() = validation::not_modified_headers(parts.headers);
             self.policy.counters.record(outcome, 0);
-            return self.finish_headers(response, Some(age_value), &cache_status);
+            return self.finish_headers(response, Some(age_value), cache_status);
         }
-        let length = entry.body_len();
+        let length = parts.length;
         let range = range::answer(
             &req.method,
             &req.headers,
-            entry.status,
-            &entry.headers,
+            parts.status,
+            parts.headers,
             length,
         );
         let body = if req.method == Method::HEAD {
@@ -492,14 +554,10 @@ impl Fetch {
         } else {
             let served = partial::served_bytes(range, length);
             self.policy.counters.record(outcome, served);
-            StoredBody {
-                entry: entry.clone(),
-                next: 0,
-            }
-            .boxed_unsync()
+            body()
         };
-        let response = partial::respond(range, entry.status, entry.headers.clone(), body, length);
-        self.finish_headers(response, Some(age_value), &cache_status)
+        let response = partial::respond(range, parts.status, parts.headers.clone(), body, length);
+        self.finish_headers(response, Some(age_value), cache_status)
     }
 
     /// A response streaming a flight's body (the part of it `req` asks for).
@@ -646,7 +704,7 @@ pub fn invalidate_after(
         response_headers,
     );
     for target in targets {
-        cache.memory.remove_url(&target.cache_url(&policy.key));
+        cache.forget_url(&target.cache_url(&policy.key));
     }
 }
 
