@@ -18,6 +18,7 @@ pub mod key;
 pub mod memory;
 pub mod reuse;
 pub mod storable;
+pub mod tags;
 pub mod validation;
 pub mod vary;
 
