@@ -313,7 +313,7 @@ async fn incompatible_version_cleaned_foreign_dir_refused() {
     assert!(!root.join("old-index").exists());
     assert_eq!(
         fs::read_to_string(root.join("FORMAT")).unwrap(),
-        "edge-disk-cache 1\n"
+        "edge-disk-cache 2\n"
     );
 
     // A non-empty directory that is not ours, and a file, are refused.
