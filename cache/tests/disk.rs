@@ -995,3 +995,42 @@ async fn version_1_store_upgraded_in_place() {
         "edge-disk-cache 2\n"
     );
 }
+
+#[tokio::test]
+async fn purge_by_url_covers_keys_with_appended_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    let url = "https://example.com/page";
+    let keys: Vec<CacheKey> = [
+        url.to_owned(),
+        format!("{url}\nx-device: mobile"),
+        format!("{url}\nx-device: desktop"),
+        "https://example.com/other\nx-device: mobile".to_owned(),
+    ]
+    .iter()
+    .map(|t| CacheKey::from_text(t))
+    .collect();
+    for k in &keys {
+        store
+            .insert(k, &tagged_response(body(1000, 1), "t"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_url(url, true), 3);
+    let stale = |k: &CacheKey| !is_fresh(&store.lookup(k, &HeaderMap::new()).unwrap());
+    assert!(keys[..3].iter().all(stale));
+    assert!(!stale(&keys[3]));
+    drop(store);
+
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    assert_eq!(store.scan_report().soft_purged, 3);
+    assert!(
+        fs::read_to_string(root.join("purges"))
+            .unwrap()
+            .starts_with("url ")
+    );
+    assert_eq!(store.purge_url(url, false), 3);
+    assert_eq!(store.purge_url("https://example.com/other", false), 1);
+    assert!(object_files(root).is_empty());
+}

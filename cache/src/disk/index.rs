@@ -3,7 +3,8 @@
 //! return the entries that left, and the store deletes their files.
 //!
 //! Every entry is in `by_id`, in the variant list of its key, under each of
-//! its tags and in the eviction policy, or in none of them: all additions
+//! its tags, under its URL if its key has appended request headers, and in
+//! the eviction policy, or in none of them: all additions
 //! go through [`Index::insert`] and all removals through one private
 //! function, so purge by tag never counts an evicted or replaced object.
 
@@ -23,6 +24,9 @@ pub struct Index {
     by_key: HashMap<CacheKey, Vec<Arc<DiskEntryMeta>>>,
     by_id: HashMap<ObjectId, Arc<DiskEntryMeta>>,
     by_tag: HashMap<String, HashSet<ObjectId>>,
+    /// URL -> its keys with appended request headers (a plain key is its
+    /// URL, found in `by_key` directly), for purge by URL.
+    by_url: HashMap<String, HashSet<CacheKey>>,
     policy: evict::S3Fifo<ObjectId>,
     next_generation: u64,
 }
@@ -34,6 +38,7 @@ impl Index {
             by_key: HashMap::new(),
             by_id: HashMap::new(),
             by_tag: HashMap::new(),
+            by_url: HashMap::new(),
             policy: evict::S3Fifo::new(capacity),
             next_generation: 0,
         }
@@ -102,6 +107,10 @@ impl Index {
         for tag in meta.tags.iter() {
             self.by_tag.entry(tag.clone()).or_default().insert(meta.id);
         }
+        if has_headers(&meta.key) {
+            let url = meta.key.url().to_owned();
+            self.by_url.entry(url).or_default().insert(meta.key.clone());
+        }
         self.by_id.insert(meta.id, Arc::clone(&meta));
         self.policy.insert(meta.id, meta.file_len);
         (meta, displaced)
@@ -126,12 +135,15 @@ impl Index {
 
     /// Ids of the entries a purge selects.
     pub fn matching(&self, target: &PurgeTarget) -> Vec<ObjectId> {
+        let variants = |k: &CacheKey| self.by_key.get(k).into_iter().flatten().map(|e| e.id);
         match target {
-            PurgeTarget::Key(k) => self
-                .by_key
-                .get(k)
-                .map(|v| v.iter().map(|e| e.id).collect())
-                .unwrap_or_default(),
+            PurgeTarget::Key(k) => variants(k).collect(),
+            PurgeTarget::Url(u) => {
+                let with_headers = self.by_url.get(u).into_iter().flatten();
+                variants(&CacheKey::from_text(u))
+                    .chain(with_headers.flat_map(variants))
+                    .collect()
+            }
             PurgeTarget::Tag(t) => self
                 .by_tag
                 .get(t)
@@ -176,6 +188,7 @@ impl Index {
             list.retain(|v| v.id != id);
             if list.is_empty() {
                 self.by_key.remove(&e.key);
+                self.forget_url(&e.key);
             }
         }
         for tag in e.tags.iter() {
@@ -187,6 +200,19 @@ impl Index {
             }
         }
         Some(e)
+    }
+
+    /// Drops `key` (whose last variant left) from the URL map.
+    fn forget_url(&mut self, key: &CacheKey) {
+        if !has_headers(key) {
+            return;
+        }
+        if let Some(keys) = self.by_url.get_mut(key.url()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_url.remove(key.url());
+            }
+        }
     }
 
     /// Asserts the module invariant (tests).
@@ -212,10 +238,26 @@ impl Index {
         }
         let tags: usize = self.by_id.values().map(|e| e.tags.len()).sum();
         assert_eq!(tag_refs, tags);
+        let header_keys: HashSet<&CacheKey> =
+            self.by_key.keys().filter(|k| has_headers(k)).collect();
+        let mut url_refs = 0;
+        for (url, keys) in &self.by_url {
+            assert!(!keys.is_empty(), "empty key set for url {url}");
+            for k in keys {
+                assert!(header_keys.contains(k) && k.url() == url);
+                url_refs += 1;
+            }
+        }
+        assert_eq!(url_refs, header_keys.len());
         assert_eq!(self.policy.len(), self.by_id.len());
         let bytes: u64 = self.by_id.values().map(|e| e.file_len).sum();
         assert_eq!(self.policy.total_bytes(), bytes);
     }
+}
+
+/// Whether `key` has appended request headers (is more than its URL).
+fn has_headers(key: &CacheKey) -> bool {
+    key.url().len() != key.as_str().len()
 }
 
 #[cfg(test)]
@@ -309,6 +351,31 @@ mod tests {
         let mut req = HeaderMap::new();
         req.insert("accept-encoding", HeaderValue::from_static("gzip"));
         assert!(idx.lookup(&key, &req).is_none(), "secondary bytes differ");
+    }
+
+    #[test]
+    fn url_purge_finds_keys_with_appended_headers() {
+        let mut idx = Index::new(100_000);
+        let url = "https://a/1";
+        idx.insert(entry(url, "", &[], &plain()));
+        idx.insert(entry("https://a/1\nx-device: m", "", &[], &plain()));
+        idx.insert(entry("https://a/1\nx-device: d", "v1", &[], &plain()));
+        idx.insert(entry("https://a/1\nx-device: d", "v2", &[], &plain()));
+        idx.insert(entry("https://a/2\nx-device: m", "", &[], &plain()));
+        idx.assert_consistent();
+        let by_url = |idx: &Index, u: &str| idx.matching(&PurgeTarget::Url(u.into())).len();
+        assert_eq!(by_url(&idx, url), 4);
+        assert_eq!(by_url(&idx, "https://a/2"), 1);
+        assert_eq!(by_url(&idx, "https://a/3"), 0);
+        for id in idx.matching(&PurgeTarget::Url(url.into())) {
+            idx.remove(id);
+        }
+        idx.assert_consistent();
+        assert_eq!(by_url(&idx, url), 0);
+        assert_eq!(idx.len(), 1);
+        while idx.evict_one().is_some() {}
+        idx.assert_consistent();
+        assert!(idx.by_url.is_empty());
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! ```text
 //! <kind> <unix seconds>.<nanoseconds, 9 digits> <value>\n
 //! key 1764412345.000000123 https://example.com/a?b=1
+//! url 1764412345.200000000 https://example.com/a?b=1
 //! tag 1764412345.500000000 product-42
 //! ```
 //!
-//! `kind` is `key` (value: the [`CacheKey`] text form) or `tag` (value: the
-//! tag). The value is the rest of the line, with `%`, LF and CR written
+//! `kind` is `key` (value: the [`CacheKey`] text form), `url` (value: the
+//! URL part of keys, [`CacheKey::url`]) or `tag` (value: the tag). The value is the rest of the line, with `%`, LF and CR written
 //! `%25`, `%0A`, `%0D` (a key with appended request headers contains LF;
 //! nothing else needs escaping). The time is the store's clock when the
 //! purge was issued, with full precision so replay compares it exactly.
@@ -68,6 +69,7 @@ pub struct Line {
 pub fn encode(line: &Line) -> String {
     let (kind, value) = match &line.target {
         PurgeTarget::Key(k) => ("key", k.as_str()),
+        PurgeTarget::Url(u) => ("url", u.as_str()),
         PurgeTarget::Tag(t) => ("tag", t.as_str()),
     };
     // A clock before 1970 is broken; 0 keeps the line parseable.
@@ -94,6 +96,7 @@ pub fn decode(text: &str) -> Option<Line> {
     let at = UNIX_EPOCH.checked_add(d)?;
     let target = match kind {
         "key" => PurgeTarget::Key(CacheKey::from_text(&value)),
+        "url" => PurgeTarget::Url(value),
         "tag" if !value.is_empty() => PurgeTarget::Tag(value),
         _ => return None,
     };
@@ -157,25 +160,30 @@ fn unescape(value: &str) -> Option<String> {
 pub struct Replay {
     lines: Vec<Line>,
     by_key: HashMap<String, Vec<usize>>,
+    by_url: HashMap<String, Vec<usize>>,
     by_tag: HashMap<String, Vec<usize>>,
     used: Vec<bool>,
 }
 
 impl Replay {
-    /// Indexes `lines` by key and tag.
+    /// Indexes `lines` by key, URL and tag.
     pub fn new(lines: Vec<Line>) -> Replay {
         let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_url: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_tag: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, l) in lines.iter().enumerate() {
-            match &l.target {
-                PurgeTarget::Key(k) => by_key.entry(k.as_str().to_owned()).or_default().push(i),
-                PurgeTarget::Tag(t) => by_tag.entry(t.clone()).or_default().push(i),
-            }
+            let (map, value) = match &l.target {
+                PurgeTarget::Key(k) => (&mut by_key, k.as_str()),
+                PurgeTarget::Url(u) => (&mut by_url, u.as_str()),
+                PurgeTarget::Tag(t) => (&mut by_tag, t.as_str()),
+            };
+            map.entry(value.to_owned()).or_default().push(i);
         }
         let used = vec![false; lines.len()];
         Replay {
             lines,
             by_key,
+            by_url,
             by_tag,
             used,
         }
@@ -193,6 +201,7 @@ impl Replay {
             .by_key
             .get(key.as_str())
             .into_iter()
+            .chain(self.by_url.get(key.url()))
             .chain(tags.iter().filter_map(|t| self.by_tag.get(t)))
             .flatten();
         let mut earliest: Option<SystemTime> = None;
@@ -294,6 +303,10 @@ mod tests {
             key_line("https://example.com/100%25 off\naccept-language: en", at),
             key_line("https://example.com/%0A\r", at),
             tag_line("product-42", at),
+            Line {
+                target: PurgeTarget::Url("https://example.com/a b%".into()),
+                at,
+            },
             tag_line("café", t(0)),
         ] {
             let text = encode(&line);
@@ -329,9 +342,13 @@ mod tests {
             tag_line("t", t(50)),
             tag_line("unused", t(100)),
             key_line("https://example.com/other", t(100)),
+            Line {
+                target: PurgeTarget::Url("https://example.com/h".into()),
+                at: t(100),
+            },
         ];
         let mut r = Replay::new(lines.clone());
-        assert_eq!(r.line_count(), 4);
+        assert_eq!(r.line_count(), 5);
         // Received before both: the earliest applies.
         assert_eq!(r.purged_at(&k, &["t".into()], t(10)), Some(t(50)));
         // Received between: only the later key purge.
@@ -342,7 +359,13 @@ mod tests {
         assert_eq!(r.purged_at(&k, &["t".into()], t(101)), None);
         let other = CacheKey::from_text("https://example.com/b");
         assert_eq!(r.purged_at(&other, &[], t(0)), None);
-        assert_eq!(r.into_kept(), lines[..2].to_vec());
+        // A URL line covers the keys of that URL with appended headers.
+        let with_header = CacheKey::from_text("https://example.com/h\nx-device: m");
+        assert_eq!(r.purged_at(&with_header, &[], t(0)), Some(t(100)));
+        let kept = r.into_kept();
+        assert_eq!(kept[..2], lines[..2]);
+        assert_eq!(kept[2], lines[4]);
+        assert_eq!(kept.len(), 3);
     }
 
     #[test]

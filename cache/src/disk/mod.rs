@@ -63,9 +63,10 @@
 //!
 //! # Purges
 //!
-//! [`DiskStore::purge_key`] and [`DiskStore::purge_tag`] select objects by
-//! key or by cache tag (from `Surrogate-Key` / `Cache-Tag`, see
-//! [`crate::tags`]). A hard purge deletes the files. A soft purge keeps the
+//! [`DiskStore::purge_key`], [`DiskStore::purge_url`] and
+//! [`DiskStore::purge_tag`] select objects by key, by URL (the key and its
+//! forms with appended request headers) or by cache tag (from
+//! `Surrogate-Key` / `Cache-Tag`, see [`crate::tags`]). A hard purge deletes the files. A soft purge keeps the
 //! objects but makes them stale from the purge on: [`DiskEntryMeta::lifetime`]
 //! is capped at the age the object had at the purge and
 //! [`DiskEntryMeta::purged_at`] is set, so the caller treats it like any
@@ -548,6 +549,14 @@ impl DiskStore {
     /// writes of it in flight. Returns the number of stored variants affected.
     pub fn purge_key(&self, key: &CacheKey, soft: bool) -> usize {
         self.purge(PurgeTarget::Key(key.clone()), soft)
+    }
+
+    /// Soft or hard purge of every key whose URL part is `url` (the text
+    /// form from [`crate::key::cache_url`]): the plain key and the keys with
+    /// appended request headers, as [`crate::memory::MemoryTier::remove_url`]
+    /// does. Returns the number of stored variants affected.
+    pub fn purge_url(&self, url: &str, soft: bool) -> usize {
+        self.purge(PurgeTarget::Url(url.to_owned()), soft)
     }
 
     /// Soft or hard purge of every object tagged `tag` (compared exactly;

@@ -33,6 +33,9 @@ use crate::key::CacheKey;
 pub enum PurgeTarget {
     /// Every variant stored under this key.
     Key(CacheKey),
+    /// Every key whose URL part ([`CacheKey::url`]) is this URL: the key
+    /// itself and keys of it with appended request headers.
+    Url(String),
     /// Every object carrying this cache tag (see [`crate::tags`]).
     Tag(String),
 }
@@ -42,6 +45,7 @@ impl PurgeTarget {
     pub fn matches(&self, key: &CacheKey, tags: &[String]) -> bool {
         match self {
             PurgeTarget::Key(k) => k == key,
+            PurgeTarget::Url(u) => key.url() == u,
             PurgeTarget::Tag(t) => tags.iter().any(|x| x == t),
         }
     }
@@ -189,6 +193,10 @@ mod tests {
         assert!(PurgeTarget::Tag("y".into()).matches(&k, &tg));
         assert!(!PurgeTarget::Tag("Y".into()).matches(&k, &tg));
         assert!(!PurgeTarget::Tag("x".into()).matches(&k, &[]));
+        let with_header = key("https://a/1\naccept-language: en");
+        assert!(PurgeTarget::Url("https://a/1".into()).matches(&with_header, &[]));
+        assert!(PurgeTarget::Url("https://a/1".into()).matches(&k, &[]));
+        assert!(!PurgeTarget::Key(k.clone()).matches(&with_header, &[]));
     }
 
     #[test]
