@@ -20,6 +20,14 @@
 //! no purge can fall between the two. Memory is bounded by the purges
 //! issued during the longest write in flight (none are kept when no write
 //! is in flight).
+//!
+//! After a restart no write is in flight, and the soft-purge journal
+//! applies a purge by time instead (`journal.rs`): to each matching object
+//! whose response was received at or before the purge. That covers every
+//! object this rule made stale (a response is received before its write
+//! begins), plus, rarely, a write begun just after a purge from a response
+//! received just before it: that object comes back stale, which costs one
+//! revalidation and never serves purged content as fresh.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
