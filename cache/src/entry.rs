@@ -47,7 +47,42 @@ pub struct StoredResponse {
     pub secondary: Option<SecondaryKey>,
 }
 
+/// A response without its body: what a streaming store needs before the
+/// first body byte arrives (the disk tier's
+/// [`begin_write`](crate::disk::DiskStore::begin_write)). Same fields and
+/// meaning as in [`StoredResponse`].
+#[derive(Debug, Clone)]
+pub struct ObjectHead {
+    /// The stored status code.
+    pub status: StatusCode,
+    /// The stored header section, with the fields not to store already removed.
+    pub headers: HeaderMap,
+    /// Request/response times and the received `Date`/`Age` (RFC 9111 §4.2.3).
+    pub times: ResponseTimes,
+    /// The freshness lifetime computed when the response was stored (§4.2.1).
+    pub lifetime: Lifetime,
+    /// The cache directives that applied.
+    pub directives: ResponseDirectives,
+    /// The response's `Vary` (§4.1).
+    pub vary: VarySpec,
+    /// The secondary key of the request that produced it; `None` for `Vary: *`.
+    pub secondary: Option<SecondaryKey>,
+}
+
 impl StoredResponse {
+    /// Everything but the body (clones the header map).
+    pub fn head(&self) -> ObjectHead {
+        ObjectHead {
+            status: self.status,
+            headers: self.headers.clone(),
+            times: self.times,
+            lifetime: self.lifetime,
+            directives: self.directives.clone(),
+            vary: self.vary.clone(),
+            secondary: self.secondary.clone(),
+        }
+    }
+
     /// Total body length in bytes.
     pub fn body_len(&self) -> u64 {
         self.body.iter().map(|b| b.len() as u64).sum()

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod range;
 pub mod reuse;
 pub mod storable;
+pub mod tags;
 pub mod validation;
 pub mod vary;
 

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use edge_cache::age::ResponseTimes;
+use edge_cache::age::{ResponseTimes, current_age};
 use edge_cache::cache_control::{FieldScope, ResponseDirectives};
-use edge_cache::disk::{Backend, BackendChoice, DiskError, DiskHead, DiskStore};
+use edge_cache::disk::{Backend, BackendChoice, DiskEntryMeta, DiskError, DiskHead, DiskStore};
 use edge_cache::entry::StoredResponse;
 use edge_cache::freshness::{Lifetime, LifetimeSource};
 use edge_cache::key::CacheKey;
@@ -313,7 +313,7 @@ async fn incompatible_version_cleaned_foreign_dir_refused() {
     assert!(!root.join("old-index").exists());
     assert_eq!(
         fs::read_to_string(root.join("FORMAT")).unwrap(),
-        "edge-disk-cache 1\n"
+        "edge-disk-cache 2\n"
     );
 
     // A non-empty directory that is not ours, and a file, are refused.
@@ -493,4 +493,544 @@ async fn startup_scan_100k_objects() {
         "start-up scan: {} objects, {} bytes in {:?}",
         r.objects, r.bytes, r.elapsed
     );
+}
+
+// ---- streaming writer -------------------------------------------------------
+
+/// `response` with a Surrogate-Key header (tags) and times of now, so it is
+/// fresh for its 600 s lifetime.
+fn tagged_response(body: Vec<Bytes>, surrogate_key: &str) -> StoredResponse {
+    let mut r = response(body);
+    r.headers.insert(
+        "surrogate-key",
+        HeaderValue::from_str(surrogate_key).unwrap(),
+    );
+    let now = SystemTime::now();
+    r.times = ResponseTimes {
+        request_time: now,
+        response_time: now,
+        date: None,
+        age_header: None,
+    };
+    r
+}
+
+fn is_fresh(meta: &DiskEntryMeta) -> bool {
+    meta.lifetime
+        .is_fresh(current_age(&meta.times, SystemTime::now()))
+}
+
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    object_files(root)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+        .collect()
+}
+
+/// Writes `data` through a writer in chunks cycling through `sizes`.
+async fn stream(
+    store: &DiskStore,
+    k: &CacheKey,
+    head: &StoredResponse,
+    data: &[u8],
+    sizes: &[usize],
+) -> Result<(), DiskError> {
+    let mut w = store.begin_write(k, &head.head(), data.len() as u64)?;
+    let mut rest = data;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].min(rest.len());
+        w.write(Bytes::copy_from_slice(&rest[..n])).await?;
+        rest = &rest[n..];
+        i += 1;
+    }
+    w.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_write_in_odd_chunks_reads_back_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    for choice in backends(tmp.path()) {
+        let root = tmp.path().join(format!("{choice:?}"));
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        let data = flat(&body(3 * MIB as usize + 4321, 9));
+        let cases: &[&[usize]] = &[
+            &[1],
+            &[70_000],
+            &[1, 70_000, 0, 3, 65_536, 65_535, 131_072, 17],
+            &[65_536],
+            &[1_000_000],
+        ];
+        for (n, sizes) in cases.iter().enumerate() {
+            // 1-byte chunks: a shorter body keeps the test quick.
+            let data = if sizes == &[1] {
+                &data[..200_000]
+            } else {
+                &data[..]
+            };
+            let k = key(100 + n);
+            let head = response(vec![]);
+            stream(&store, &k, &head, data, sizes).await.unwrap();
+            let (got_head, chunks) = read_all(&store, &k).await.unwrap();
+            assert_eq!(got_head.body_len, data.len() as u64);
+            assert!(flat(&chunks) == data, "{choice:?} chunks {sizes:?}");
+            assert_eq!(got_head.headers, head.headers);
+        }
+        // An empty body.
+        stream(&store, &key(99), &response(vec![]), &[], &[1])
+            .await
+            .unwrap();
+        let (h, chunks) = read_all(&store, &key(99)).await.unwrap();
+        assert_eq!((h.body_len, chunks.len()), (0, 0));
+        assert!(temp_files(&root).is_empty());
+        drop(store);
+
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        assert_eq!(store.scan_report().objects, cases.len() as u64 + 1);
+        let (_, chunks) = read_all(&store, &key(101)).await.unwrap();
+        assert!(flat(&chunks) == data, "{choice:?} after reopen");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_writer_leaves_nothing_visible() {
+    let tmp = tempfile::tempdir().unwrap();
+    for choice in backends(tmp.path()) {
+        let root = tmp.path().join(format!("{choice:?}"));
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        let old = response(body(1000, 1));
+        store.insert(&key(1), &old).await.unwrap();
+
+        let data = flat(&body(500_000, 2));
+        let mut w = store
+            .begin_write(&key(1), &response(vec![]).head(), data.len() as u64)
+            .unwrap();
+        w.write(Bytes::copy_from_slice(&data[..200_000]))
+            .await
+            .unwrap();
+        assert_eq!(temp_files(&root).len(), 1, "the write goes to a temp file");
+        drop(w);
+        assert!(
+            temp_files(&root).is_empty(),
+            "{choice:?}: temp file removed"
+        );
+        // The old version is still the one served.
+        let (_, chunks) = read_all(&store, &key(1)).await.unwrap();
+        assert_eq!(flat(&chunks), flat(&old.body));
+
+        // A writer dropped before any write, for a new key: nothing at all.
+        let w = store
+            .begin_write(&key(2), &response(vec![]).head(), 10)
+            .unwrap();
+        drop(w);
+        assert!(store.lookup(&key(2), &HeaderMap::new()).is_none());
+        assert_eq!(object_files(&root).len(), 1);
+        assert_eq!(store.stats().inserts, 1);
+    }
+}
+
+/// What `kill -9` mid-write leaves: a temp file (the writer never ran its
+/// drop), which the next open deletes; the object never appears.
+#[tokio::test]
+async fn killed_writer_leaves_only_a_temp_file_cleaned_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    let data = flat(&body(300_000, 3));
+    let mut w = store
+        .begin_write(&key(1), &response(vec![]).head(), data.len() as u64)
+        .unwrap();
+    w.write(Bytes::copy_from_slice(&data[..150_000]))
+        .await
+        .unwrap();
+    std::mem::forget(w); // no destructor, as after kill -9
+    assert!(store.lookup(&key(1), &HeaderMap::new()).is_none());
+    assert_eq!(temp_files(root).len(), 1);
+    drop(store);
+
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    assert_eq!(store.scan_report().temp_removed, 1);
+    assert_eq!(store.scan_report().objects, 0);
+    assert!(object_files(root).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_length_mismatch_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for choice in backends(tmp.path()) {
+        let root = tmp.path().join(format!("{choice:?}"));
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        let head = response(vec![]).head();
+
+        // Short: finish refuses.
+        let mut w = store.begin_write(&key(1), &head, 100_000).unwrap();
+        w.write(Bytes::from(vec![1u8; 99_999])).await.unwrap();
+        let err = w.finish().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DiskError::BodyLength {
+                    expected: 100_000,
+                    received: 99_999
+                }
+            ),
+            "{choice:?}: {err}"
+        );
+
+        // Long: the write that overflows fails, and the writer is dead.
+        let mut w = store.begin_write(&key(2), &head, 10).unwrap();
+        w.write(Bytes::from_static(b"12345")).await.unwrap();
+        let err = w.write(Bytes::from_static(b"678901")).await.unwrap_err();
+        assert!(matches!(
+            err,
+            DiskError::BodyLength {
+                expected: 10,
+                received: 11
+            }
+        ));
+        assert!(matches!(
+            w.write(Bytes::from_static(b"6")).await,
+            Err(DiskError::WriteAbandoned)
+        ));
+        assert!(matches!(w.finish().await, Err(DiskError::WriteAbandoned)));
+
+        assert!(store.lookup(&key(1), &HeaderMap::new()).is_none());
+        assert!(store.lookup(&key(2), &HeaderMap::new()).is_none());
+        assert!(object_files(&root).is_empty(), "{choice:?}: no file at all");
+        assert_eq!(store.stats().inserts, 0);
+    }
+}
+
+#[tokio::test]
+async fn begin_write_refuses_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(tmp.path(), MIB, BackendChoice::Blocking).unwrap();
+    let head = response(vec![]).head();
+    assert!(matches!(
+        store.begin_write(&key(1), &head, 2 * MIB),
+        Err(DiskError::TooLarge { .. })
+    ));
+    let mut any = head.clone();
+    any.vary = VarySpec::Any;
+    any.secondary = None;
+    assert!(matches!(
+        store.begin_write(&key(1), &any, 10),
+        Err(DiskError::VaryAny)
+    ));
+    assert!(object_files(tmp.path()).is_empty());
+}
+
+// ---- purge ------------------------------------------------------------------
+
+#[tokio::test]
+async fn purge_by_key_and_tag_hard_and_soft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 64 * MIB, BackendChoice::Blocking).unwrap();
+    let r = |tags: &str| tagged_response(body(100_000, 1), tags);
+    store.insert(&key(1), &r("red round")).await.unwrap();
+    store.insert(&key(2), &r("red")).await.unwrap();
+    store.insert(&key(3), &r("blue")).await.unwrap();
+    let mut both = r("blue");
+    both.headers
+        .insert("cache-tag", HeaderValue::from_static("round,square"));
+    store.insert(&key(4), &both).await.unwrap();
+    let get = |n| store.lookup(&key(n), &HeaderMap::new());
+    assert_eq!(&get(1).unwrap().tags[..], ["red", "round"]);
+    assert_eq!(&get(4).unwrap().tags[..], ["blue", "round", "square"]);
+    assert!((1..=4).all(|n| is_fresh(&get(n).unwrap())));
+
+    // Soft by tag: stay, but stale; the head read from disk agrees.
+    assert_eq!(store.purge_tag("red", true), 2);
+    for n in [1, 2] {
+        let m = get(n).unwrap();
+        assert!(m.purged_at.is_some() && !is_fresh(&m), "key {n}");
+        assert!(m.lifetime.ttl < Duration::from_secs(600));
+        let obj = store.read_head(&m).await.unwrap();
+        assert_eq!(obj.head.purged_at, m.purged_at);
+        assert_eq!(obj.head.lifetime, m.lifetime);
+    }
+    assert!(is_fresh(&get(3).unwrap()) && get(3).unwrap().purged_at.is_none());
+    assert!(
+        read_all(&store, &key(1)).await.is_ok(),
+        "soft-purged body still reads"
+    );
+
+    // Hard by tag: gone from the index and the disk.
+    assert_eq!(store.purge_tag("round", false), 2);
+    assert!(get(1).is_none() && get(4).is_none());
+    assert_eq!(object_files(root).len(), 2);
+    assert_eq!(store.purge_tag("round", false), 0, "nothing left to purge");
+    assert_eq!(
+        store.purge_tag("square", true),
+        0,
+        "other tags of 4 went too"
+    );
+    assert_eq!(store.purge_tag("nope", true), 0);
+
+    // By key.
+    assert_eq!(store.purge_key(&key(3), true), 1);
+    assert!(!is_fresh(&get(3).unwrap()));
+    assert_eq!(store.purge_key(&key(3), false), 1);
+    assert!(get(3).is_none());
+    assert_eq!(store.remove(&key(2)), 1, "remove is a hard purge by key");
+    assert!(object_files(root).is_empty());
+    assert_eq!(store.stats().objects, 0);
+    assert_eq!(store.stats().purged, 2 + 2 + 1 + 1 + 1);
+}
+
+#[tokio::test]
+async fn purge_by_key_takes_every_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(tmp.path(), 8 * MIB, BackendChoice::Blocking).unwrap();
+    let vary = VarySpec::Fields(vec![http::header::ACCEPT_ENCODING]);
+    for enc in ["gzip", "br"] {
+        let mut req = HeaderMap::new();
+        req.insert("accept-encoding", HeaderValue::from_static(enc));
+        let mut r = tagged_response(vec![Bytes::from(enc)], "t");
+        r.vary = vary.clone();
+        r.secondary = secondary_key(&vary, &req);
+        store.insert(&key(1), &r).await.unwrap();
+    }
+    assert_eq!(store.purge_tag("t", true), 2);
+    assert_eq!(store.purge_key(&key(1), false), 2);
+    assert!(object_files(tmp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn soft_and_hard_purges_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 64 * MIB, BackendChoice::Blocking).unwrap();
+    for (n, tags) in [(1, "a"), (2, "a b"), (3, "c"), (4, "d"), (5, "e")] {
+        store
+            .insert(&key(n), &tagged_response(body(10_000, n as u8), tags))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_tag("a", true), 2);
+    assert_eq!(store.purge_key(&key(3), true), 1);
+    assert_eq!(store.purge_tag("d", false), 1);
+    assert_eq!(store.purge_tag("nothing-has-this", true), 0);
+    let before = store.lookup(&key(1), &HeaderMap::new()).unwrap();
+    // Refetched after its soft purge: a newer response, fresh again.
+    let mut refetched = tagged_response(body(10_000, 9), "c");
+    refetched.times.response_time = SystemTime::now() + Duration::from_secs(1);
+    store.insert(&key(3), &refetched).await.unwrap();
+    assert!(is_fresh(&store.lookup(&key(3), &HeaderMap::new()).unwrap()));
+    let journal = fs::read_to_string(root.join("purges")).unwrap();
+    assert_eq!(
+        journal.lines().count(),
+        2,
+        "soft purges that matched: {journal}"
+    );
+    assert!(journal.starts_with("tag ") && journal.contains("\nkey "));
+    drop(store);
+
+    let store = DiskStore::open(root, 64 * MIB, BackendChoice::Blocking).unwrap();
+    let report = store.scan_report();
+    assert_eq!((report.objects, report.soft_purged), (4, 2));
+    let get = |n| store.lookup(&key(n), &HeaderMap::new());
+    for n in [1, 2] {
+        let m = get(n).unwrap();
+        assert!(!is_fresh(&m), "key {n} still stale after restart");
+        assert!(m.purged_at.is_some());
+    }
+    assert_eq!(
+        get(1).unwrap().lifetime,
+        before.lifetime,
+        "same cap as before"
+    );
+    assert!(is_fresh(&get(3).unwrap()), "the refetch is not purged");
+    assert!(get(4).is_none(), "hard purge: gone for good");
+    assert!(is_fresh(&get(5).unwrap()) && get(5).unwrap().purged_at.is_none());
+    // Compaction: the key line matched only the replaced object.
+    let journal = fs::read_to_string(root.join("purges")).unwrap();
+    assert_eq!(journal.lines().count(), 1, "{journal}");
+    assert!(journal.starts_with("tag ") && journal.trim_end().ends_with(" a"));
+
+    // Once nothing it applies to is left, the line goes at the next start.
+    assert_eq!(store.purge_tag("a", false), 2);
+    drop(store);
+    let store = DiskStore::open(root, 64 * MIB, BackendChoice::Blocking).unwrap();
+    assert_eq!(store.scan_report().objects, 2);
+    assert_eq!(fs::read_to_string(root.join("purges")).unwrap(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_during_write_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    for choice in backends(tmp.path()) {
+        let root = tmp.path().join(format!("{choice:?}"));
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        let data = flat(&body(200_000, 5));
+        let head = tagged_response(vec![], "news sport");
+        let half = |i: usize| Bytes::copy_from_slice(&data[i * 100_000..(i + 1) * 100_000]);
+        // Hard purge by key mid-write (an older version is stored too).
+        store
+            .insert(&key(1), &tagged_response(body(10, 1), "news"))
+            .await
+            .unwrap();
+        let mut w = store.begin_write(&key(1), &head.head(), 200_000).unwrap();
+        w.write(half(0)).await.unwrap();
+        assert_eq!(store.purge_key(&key(1), false), 1);
+        w.write(half(1)).await.unwrap();
+        let err = w.finish().await.unwrap_err();
+        assert!(
+            matches!(err, DiskError::PurgedDuringWrite),
+            "{choice:?}: {err}"
+        );
+        assert!(store.lookup(&key(1), &HeaderMap::new()).is_none());
+        assert!(
+            object_files(&root).is_empty(),
+            "{choice:?}: no file, no temp"
+        );
+
+        // Hard purge by one of its tags.
+        let mut w = store.begin_write(&key(2), &head.head(), 200_000).unwrap();
+        w.write(half(0)).await.unwrap();
+        assert_eq!(store.purge_tag("sport", false), 0, "nothing stored yet");
+        w.write(half(1)).await.unwrap();
+        assert!(matches!(
+            w.finish().await,
+            Err(DiskError::PurgedDuringWrite)
+        ));
+        assert!(store.lookup(&key(2), &HeaderMap::new()).is_none());
+
+        // Soft purge by tag: stored, but stale, and still stale after reopen.
+        let mut w = store.begin_write(&key(3), &head.head(), 200_000).unwrap();
+        w.write(half(0)).await.unwrap();
+        assert_eq!(store.purge_tag("news", true), 0);
+        w.write(half(1)).await.unwrap();
+        w.finish().await.unwrap();
+        let m = store.lookup(&key(3), &HeaderMap::new()).unwrap();
+        assert!(m.purged_at.is_some() && !is_fresh(&m), "{choice:?}");
+
+        // Purges of other keys and tags, and purges before begin_write,
+        // do not touch a write.
+        let mut w = store.begin_write(&key(4), &head.head(), 200_000).unwrap();
+        w.write(half(0)).await.unwrap();
+        store.purge_tag("other", false);
+        store.purge_key(&key(5), false);
+        w.write(half(1)).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(is_fresh(&store.lookup(&key(4), &HeaderMap::new()).unwrap()));
+        assert_eq!(
+            store.stats().purged,
+            3 + 1,
+            "two discarded, one stale, one hard"
+        );
+        drop(store);
+
+        let store = DiskStore::open(&root, 64 * MIB, choice).unwrap();
+        let m = store.lookup(&key(3), &HeaderMap::new()).unwrap();
+        assert!(
+            m.purged_at.is_some() && !is_fresh(&m),
+            "{choice:?} after reopen"
+        );
+        assert!(store.lookup(&key(1), &HeaderMap::new()).is_none());
+        assert!(store.lookup(&key(2), &HeaderMap::new()).is_none());
+    }
+}
+
+#[tokio::test]
+async fn tag_index_follows_eviction_replacement_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let size = MIB;
+    let store = DiskStore::open(root, size, BackendChoice::Blocking).unwrap();
+    for i in 0..40 {
+        let tags = if i % 2 == 0 { "even all" } else { "odd all" };
+        store
+            .insert(&key(i), &tagged_response(body(50_000, i as u8), tags))
+            .await
+            .unwrap();
+    }
+    assert!(store.stats().evictions > 0);
+    let present = |store: &DiskStore, parity: usize| {
+        (0..40)
+            .filter(|i| i % 2 == parity)
+            .filter(|&i| store.lookup(&key(i), &HeaderMap::new()).is_some())
+            .count()
+    };
+    let (even, odd) = (present(&store, 0), present(&store, 1));
+    assert!(even + odd < 40);
+    // Replacing an object with one tagged differently moves it.
+    let last_even = (0..40)
+        .rev()
+        .find(|i| i % 2 == 0 && store.lookup(&key(*i), &HeaderMap::new()).is_some())
+        .unwrap();
+    store
+        .insert(&key(last_even), &tagged_response(body(10, 0), "odd all"))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = DiskStore::open(root, size, BackendChoice::Blocking).unwrap();
+    assert_eq!(store.purge_tag("even", true), even - 1);
+    assert_eq!(store.purge_tag("odd", true), odd + 1);
+    assert_eq!(store.purge_tag("all", false), even + odd);
+    assert_eq!(store.stats().objects, 0);
+    assert!(object_files(root).is_empty());
+}
+
+#[tokio::test]
+async fn version_1_store_upgraded_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    store
+        .insert(&key(1), &response(body(1000, 1)))
+        .await
+        .unwrap();
+    drop(store);
+    fs::remove_file(root.join("purges")).unwrap();
+    fs::write(root.join("FORMAT"), "edge-disk-cache 1\n").unwrap();
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    assert!(!store.scan_report().cleaned_incompatible);
+    assert_eq!(store.scan_report().objects, 1);
+    assert!(read_all(&store, &key(1)).await.is_ok());
+    assert_eq!(
+        fs::read_to_string(root.join("FORMAT")).unwrap(),
+        "edge-disk-cache 2\n"
+    );
+}
+
+#[tokio::test]
+async fn purge_by_url_covers_keys_with_appended_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    let url = "https://example.com/page";
+    let keys: Vec<CacheKey> = [
+        url.to_owned(),
+        format!("{url}\nx-device: mobile"),
+        format!("{url}\nx-device: desktop"),
+        "https://example.com/other\nx-device: mobile".to_owned(),
+    ]
+    .iter()
+    .map(|t| CacheKey::from_text(t))
+    .collect();
+    for k in &keys {
+        store
+            .insert(k, &tagged_response(body(1000, 1), "t"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_url(url, true), 3);
+    let stale = |k: &CacheKey| !is_fresh(&store.lookup(k, &HeaderMap::new()).unwrap());
+    assert!(keys[..3].iter().all(stale));
+    assert!(!stale(&keys[3]));
+    drop(store);
+
+    let store = DiskStore::open(root, 8 * MIB, BackendChoice::Blocking).unwrap();
+    assert_eq!(store.scan_report().soft_purged, 3);
+    assert!(
+        fs::read_to_string(root.join("purges"))
+            .unwrap()
+            .starts_with("url ")
+    );
+    assert_eq!(store.purge_url(url, false), 3);
+    assert_eq!(store.purge_url("https://example.com/other", false), 1);
+    assert!(object_files(root).is_empty());
 }

@@ -29,20 +29,21 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::age::ResponseTimes;
 use crate::cache_control::{FieldScope, ResponseDirectives};
-use crate::entry::StoredResponse;
+use crate::entry::ObjectHead;
 use crate::freshness::{Lifetime, LifetimeSource};
 use crate::key::CacheKey;
 use crate::vary::{SecondaryKey, VarySpec};
 
 /// Object file magic.
 pub const MAGIC: &[u8; 8] = b"EDGEOBJ\n";
-/// Version of the object layout; bumped together with the store's FORMAT file.
+/// Version of the object layout above. The store's `FORMAT` file has its
+/// own version, which also covers the directory layout (see `disk/mod.rs`);
+/// a change of this layout bumps both.
 pub const FORMAT_VERSION: u32 = 1;
 /// Body block size: 64 KiB, the read size the io_uring measurements used
 /// (shared/research/io_uring.md §4.2) and the chunk size bodies stream in.
@@ -74,8 +75,7 @@ impl Fixed {
 /// Why bytes failed to decode (becomes `DiskError::Corrupt`).
 pub type Invalid = &'static str;
 
-/// Metadata decoded from an object file: everything in a [`StoredResponse`]
-/// except the body.
+/// Metadata decoded from an object file: the key and the [`ObjectHead`].
 #[derive(Debug, Clone)]
 pub struct Meta {
     pub key: String,
@@ -88,19 +88,29 @@ pub struct Meta {
     pub directives: ResponseDirectives,
 }
 
-/// Encodes everything before the body (fixed header, meta, block table).
-pub fn encode_head(key: &CacheKey, resp: &StoredResponse) -> Vec<u8> {
-    let mut meta = Vec::with_capacity(256);
-    encode_meta(key, resp, &mut meta);
-    let body_len = resp.body_len();
-    let table = block_sums(&resp.body);
-    let n_blocks = u32::try_from(table.len()).expect("body under 256 TiB");
-    let mut table_bytes = Vec::with_capacity(table.len() * 8);
-    for s in &table {
+/// Number of body blocks for a body of `body_len` bytes.
+pub fn n_blocks(body_len: u64) -> u64 {
+    body_len.div_ceil(u64::from(BLOCK_SIZE))
+}
+
+/// Offset of the first body byte, known before any body byte arrives: the
+/// fixed header, `meta_len` metadata bytes and one checksum per block.
+pub fn body_offset(meta_len: usize, body_len: u64) -> u64 {
+    FIXED_LEN as u64 + meta_len as u64 + 8 * n_blocks(body_len)
+}
+
+/// Encodes everything before the body (fixed header, `meta` as made by
+/// [`encode_meta`], block table). `sums` holds one checksum per block of a
+/// `body_len`-byte body; its length must be [`n_blocks`]`(body_len)`.
+pub fn encode_prefix(meta: &[u8], body_len: u64, sums: &[u64]) -> Vec<u8> {
+    debug_assert_eq!(sums.len() as u64, n_blocks(body_len));
+    let n_blocks = u32::try_from(sums.len()).expect("body under 256 TiB");
+    let mut table_bytes = Vec::with_capacity(sums.len() * 8);
+    for s in sums {
         table_bytes.extend_from_slice(&s.to_le_bytes());
     }
     let mut h = Xxh3::new();
-    h.update(&meta);
+    h.update(meta);
     h.update(&table_bytes);
     let meta_sum = h.digest();
 
@@ -115,34 +125,52 @@ pub fn encode_head(key: &CacheKey, resp: &StoredResponse) -> Vec<u8> {
     out.extend_from_slice(&[0u8; 16]);
     let header_sum = xxh3_64(&out[..56]);
     out.extend_from_slice(&header_sum.to_le_bytes());
-    out.extend_from_slice(&meta);
+    out.extend_from_slice(meta);
     out.extend_from_slice(&table_bytes);
     out
 }
 
-/// XXH3-64 of each `BLOCK_SIZE` block of a body given as arbitrary chunks.
-fn block_sums(body: &[Bytes]) -> Vec<u64> {
-    let mut sums = Vec::new();
-    let mut h = Xxh3::new();
-    let mut filled = 0usize;
-    for chunk in body {
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            let take = rest.len().min(BLOCK_SIZE as usize - filled);
-            h.update(&rest[..take]);
-            filled += take;
-            rest = &rest[take..];
-            if filled == BLOCK_SIZE as usize {
-                sums.push(h.digest());
-                h.reset();
-                filled = 0;
+/// Computes the per-block checksums of a body fed in chunks of any size,
+/// without buffering it: XXH3 is streamed, so only the running state of the
+/// current block and the finished sums (8 bytes per 64 KiB) are held.
+#[derive(Clone, Default)]
+pub struct BlockHasher {
+    current: Xxh3,
+    filled: usize,
+    sums: Vec<u64>,
+}
+
+impl BlockHasher {
+    /// A hasher expecting about `body_len` bytes (sizes the sums table).
+    pub fn with_body_len(body_len: u64) -> BlockHasher {
+        BlockHasher {
+            sums: Vec::with_capacity(usize::try_from(n_blocks(body_len)).unwrap_or(0)),
+            ..BlockHasher::default()
+        }
+    }
+
+    /// Feeds the next bytes of the body.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(BLOCK_SIZE as usize - self.filled);
+            self.current.update(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == BLOCK_SIZE as usize {
+                self.sums.push(self.current.digest());
+                self.current.reset();
+                self.filled = 0;
             }
         }
     }
-    if filled > 0 {
-        sums.push(h.digest());
+
+    /// The checksum of every block, the last one possibly short.
+    pub fn finish(mut self) -> Vec<u64> {
+        if self.filled > 0 {
+            self.sums.push(self.current.digest());
+        }
+        self.sums
     }
-    sums
 }
 
 /// Checksum of one body block.
@@ -200,7 +228,14 @@ pub fn decode_rest(fixed: &Fixed, rest: &[u8]) -> Result<(Meta, Vec<u64>), Inval
     Ok((decode_meta(meta)?, sums))
 }
 
-fn encode_meta(key: &CacheKey, r: &StoredResponse, out: &mut Vec<u8>) {
+/// Encodes the metadata of an object: its key and everything in `r`.
+pub fn encode_meta(key: &CacheKey, r: &ObjectHead) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_meta(key, r, &mut out);
+    out
+}
+
+fn write_meta(key: &CacheKey, r: &ObjectHead, out: &mut Vec<u8>) {
     put_bytes32(out, key.as_str().as_bytes());
     match &r.secondary {
         Some(s) => {
@@ -493,5 +528,90 @@ impl<'a> Reader<'a> {
             }
             _ => return Err("scope tag"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::vary::secondary_key;
+
+    /// Block sums of `data`, one `xxh3_64` per 64 KiB slice: the reference.
+    fn reference_sums(data: &[u8]) -> Vec<u64> {
+        data.chunks(BLOCK_SIZE as usize).map(block_sum).collect()
+    }
+
+    #[test]
+    fn block_hasher_matches_per_block_sums_for_any_chunking() {
+        let data: Vec<u8> = (0..3 * BLOCK_SIZE as usize + 777)
+            .map(|i| (i * 7 + i / 300) as u8)
+            .collect();
+        for sizes in [
+            &[1usize][..],
+            &[70_000],
+            &[65_536],
+            &[65_535, 2],
+            &[3, 200_000, 1],
+        ] {
+            let mut h = BlockHasher::with_body_len(data.len() as u64);
+            let mut rest = &data[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                h.update(&rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+            }
+            assert_eq!(h.finish(), reference_sums(&data), "chunks {sizes:?}");
+        }
+        assert!(BlockHasher::default().finish().is_empty());
+        let exact = vec![9u8; BLOCK_SIZE as usize];
+        let mut h = BlockHasher::default();
+        h.update(&exact);
+        assert_eq!(h.finish(), reference_sums(&exact));
+    }
+
+    #[test]
+    fn prefix_round_trips_and_offsets_are_known_up_front() {
+        let mut headers = HeaderMap::new();
+        headers.insert("surrogate-key", HeaderValue::from_static("a b"));
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let vary = VarySpec::Fields(vec![]);
+        let head = ObjectHead {
+            status: StatusCode::OK,
+            headers,
+            times: ResponseTimes {
+                request_time: t,
+                response_time: t,
+                date: None,
+                age_header: None,
+            },
+            lifetime: Lifetime {
+                ttl: Duration::from_secs(60),
+                source: LifetimeSource::MaxAge,
+            },
+            directives: ResponseDirectives::default(),
+            secondary: secondary_key(&vary, &HeaderMap::new()),
+            vary,
+        };
+        let key = CacheKey::from_text("https://example.com/x");
+        let meta = encode_meta(&key, &head);
+        let body_len = u64::from(BLOCK_SIZE) + 5;
+        let sums = vec![1, 2];
+        let prefix = encode_prefix(&meta, body_len, &sums);
+        assert_eq!(prefix.len() as u64, body_offset(meta.len(), body_len));
+        let fixed = decode_fixed(&prefix).unwrap();
+        assert_eq!(fixed.body_offset(), prefix.len() as u64);
+        assert_eq!(fixed.body_len, body_len);
+        let (m, got_sums) = decode_rest(&fixed, &prefix[FIXED_LEN..]).unwrap();
+        assert_eq!(got_sums, sums);
+        assert_eq!(m.key, key.as_str());
+        assert_eq!(m.headers, head.headers);
+        assert_eq!(m.times, head.times);
+        assert_eq!(body_offset(10, 0), FIXED_LEN as u64 + 10);
     }
 }

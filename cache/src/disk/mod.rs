@@ -1,11 +1,12 @@
 //! The disk tier: a persistent object store below the memory tier that
-//! survives restarts.
+//! survives restarts, for objects too large for memory among others.
 //!
 //! # Layout
 //!
 //! ```text
-//! <root>/FORMAT                    "edge-disk-cache 1\n"
-//! <root>/objects/<hh>/<key>-<var>  one object (see `format`)
+//! <root>/FORMAT                    "edge-disk-cache 2\n"
+//! <root>/purges                    soft-purge journal (see `journal.rs`)
+//! <root>/objects/<hh>/<key>-<var>  one object (see `format.rs`)
 //! <root>/objects/<hh>/*.tmp        an object being written
 //! ```
 //!
@@ -21,11 +22,13 @@
 //! not a directory, not writable, or a non-empty directory without our
 //! `FORMAT` file (so a typo in the config never wipes someone's data). A
 //! `FORMAT` file of another version means an incompatible store: its
-//! contents are deleted and the store starts empty, never misread. The
-//! index is rebuilt by scanning every object's header (checksummed; body
-//! blocks are checked when read), in parallel over the fan-out
-//! directories. Leftover `*.tmp` files and objects that fail their header
-//! checks are deleted.
+//! contents are deleted and the store starts empty, never misread (version
+//! 1, the same objects without a journal, is upgraded in place; see
+//! `scan.rs`). The index is rebuilt by scanning every object's header
+//! (checksummed; body blocks are checked when read), in parallel over the
+//! fan-out directories, then the purge journal is replayed and compacted.
+//! Leftover `*.tmp` files and objects that fail their header checks are
+//! deleted.
 //!
 //! Measured (`tests/disk.rs::startup_scan_100k_objects`, release, 2 vCPU
 //! VM, ext4 on virtio, warm page cache): 100k objects of 2 KiB rebuild in
@@ -34,15 +37,20 @@
 //!
 //! # Writes and durability
 //!
-//! An object is written to `<name>.<n>.tmp` and renamed into place, so a
-//! reader or a restart sees the whole object or nothing; `kill -9` mid-write
-//! leaves only a temp file, removed by the next start-up scan. There is **no
-//! fsync**: a cache may lose objects on power loss, and what a torn write
-//! leaves (zeroed or stale blocks behind a renamed name) fails the header
-//! or block checksums, so it is deleted rather than served. Renames and
-//! unlinks run under the index lock so the index and the directory always
-//! agree (TODO(perf): these are short metadata syscalls on the caller's
-//! thread; io_uring RENAMEAT/UNLINKAT would take them off it).
+//! One write path: [`DiskStore::begin_write`] opens `<name>.<n>.tmp`,
+//! [`DiskWriter::write`] streams the body to its final offset (the head's
+//! length is known up front from the metadata and the announced body
+//! length), and [`DiskWriter::finish`] writes the head, renames the file into
+//! place and indexes it. [`DiskStore::insert`] is that sequence for a body
+//! already in memory. A reader or a restart sees the whole object or
+//! nothing: a dropped writer deletes its temp file, and `kill -9` mid-write
+//! leaves only a temp file, removed by the next start-up scan. There is
+//! **no fsync**: a cache may lose objects on power loss, and what a torn
+//! write leaves (zeroed or stale blocks behind a renamed name) fails the
+//! header or block checksums, so it is deleted rather than served. Renames
+//! and unlinks run under the index lock so the index and the directory
+//! always agree (TODO(perf): these are short metadata syscalls on the
+//! caller's thread; io_uring RENAMEAT/UNLINKAT would take them off it).
 //!
 //! # Reads
 //!
@@ -53,34 +61,54 @@
 //! mismatch or short read deletes the object and yields
 //! [`DiskError::Corrupt`]; the caller refetches.
 //!
+//! # Purges
+//!
+//! [`DiskStore::purge_key`], [`DiskStore::purge_url`] and
+//! [`DiskStore::purge_tag`] select objects by key, by URL (the key and its
+//! forms with appended request headers) or by cache tag (from
+//! `Surrogate-Key` / `Cache-Tag`, see [`crate::tags`]). A hard purge deletes the files. A soft purge keeps the
+//! objects but makes them stale from the purge on: [`DiskEntryMeta::lifetime`]
+//! is capped at the age the object had at the purge and
+//! [`DiskEntryMeta::purged_at`] is set, so the caller treats it like any
+//! stale object (revalidate, or serve within stale-while-revalidate).
+//! Both survive a restart: hard by unlinking, soft through the journal
+//! (`journal.rs`; if its append fails, the purge is done hard instead).
+//! A purge also reaches objects being written when it is issued: their
+//! `finish` discards them (hard) or stores them stale (soft); see
+//! `purge.rs` for the rule.
+//!
 //! # Eviction
 //!
 //! Byte-weighted S3-FIFO (see `evict.rs`) over file sizes; the total of
 //! object file sizes never exceeds the configured size. Lookups count as
-//! reads. After a restart, objects re-enter in scan order with no history.
+//! reads. After a restart, objects re-enter oldest response first, with no
+//! history. Temp files of writes in flight are not counted (TODO: reserve
+//! their size at `begin_write` if many concurrent large writes matter).
 //!
 //! # Faults
 //!
 //! A write failing with ENOSPC, EDQUOT, EROFS, EACCES or EPERM disables
 //! writes: logged once, counted in [`DiskStats::write_failures`], and
 //! [`DiskStore::is_disabled`] turns true so the node continues memory-only.
-//! Reads of objects already stored keep working.
+//! Reads of objects already stored, and purges, keep working.
 
 mod evict;
 pub mod format;
+mod index;
 mod io;
+mod journal;
+mod purge;
+mod read;
+mod scan;
 mod uring;
+mod writer;
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::age::ResponseTimes;
@@ -88,15 +116,17 @@ use crate::cache_control::ResponseDirectives;
 use crate::entry::StoredResponse;
 use crate::freshness::Lifetime;
 use crate::key::CacheKey;
-use crate::vary::{SecondaryKey, VarySpec, secondary_key};
+use crate::vary::{SecondaryKey, VarySpec};
 
+use io::Io;
 pub use io::{Backend, BackendChoice};
-use io::{Io, blocking};
+pub use read::{DiskBody, DiskHead, DiskObject};
+pub use writer::DiskWriter;
 
-/// Content of the `FORMAT` file; any other `edge-disk-cache` version is
-/// incompatible and cleaned.
-const FORMAT_LINE: &str = "edge-disk-cache 1\n";
-const FORMAT_PREFIX: &str = "edge-disk-cache ";
+use index::Index;
+use journal::Journal;
+use purge::{PurgeTarget, RecentPurges};
+
 const OBJECTS: &str = "objects";
 /// Variants kept per key, as in the memory tier (oldest dropped first).
 const MAX_VARIANTS: usize = crate::memory::MAX_VARIANTS_PER_URL;
@@ -127,6 +157,18 @@ pub enum DiskError {
     /// `Vary: *` responses never match a later request and are not stored.
     #[error("response with Vary: * is not stored")]
     VaryAny,
+    /// The body written differs from the length given to `begin_write`
+    /// (an upstream cut short or overlong); nothing was stored.
+    #[error("body of {received} bytes where {expected} were announced; not stored")]
+    BodyLength { expected: u64, received: u64 },
+    /// An earlier write on this writer failed or was cancelled; nothing was
+    /// stored. Drop the writer.
+    #[error("disk write abandoned after an earlier failure or cancellation; not stored")]
+    WriteAbandoned,
+    /// A purge matching the object was issued while it was being written,
+    /// so it was dropped (see `purge.rs`). Not a fault; nothing to do.
+    #[error("object purged while being written; not stored")]
+    PurgedDuringWrite,
     /// Any other I/O error (the object was not stored / not read).
     #[error("disk I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -145,7 +187,8 @@ pub struct DiskEntryMeta {
     pub status: StatusCode,
     /// Times for the age calculation.
     pub times: ResponseTimes,
-    /// Freshness lifetime at store time.
+    /// Freshness lifetime: as stored, or after a soft purge capped at the
+    /// object's age at [`purged_at`](Self::purged_at), so it is stale from then on.
     pub lifetime: Lifetime,
     /// Cache directives for reuse decisions.
     pub directives: ResponseDirectives,
@@ -153,93 +196,12 @@ pub struct DiskEntryMeta {
     pub body_len: u64,
     /// Size of the object file (what eviction counts).
     pub file_len: u64,
+    /// Cache tags from the stored `Surrogate-Key` / `Cache-Tag` headers.
+    pub tags: Arc<[String]>,
+    /// When a soft purge made this object stale; `None` if never soft-purged.
+    pub purged_at: Option<SystemTime>,
     id: ObjectId,
     generation: u64,
-}
-
-/// The head of an object read from disk: the verified metadata and headers.
-#[derive(Debug)]
-pub struct DiskHead {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub times: ResponseTimes,
-    pub lifetime: Lifetime,
-    pub directives: ResponseDirectives,
-    pub vary: VarySpec,
-    pub secondary: Option<SecondaryKey>,
-    pub body_len: u64,
-}
-
-/// An opened object: its head, and a handle to stream its body.
-pub struct DiskObject {
-    pub head: DiskHead,
-    body: DiskBody,
-}
-
-impl DiskObject {
-    /// Streams the body in verified 64 KiB blocks.
-    pub fn read_body_chunks(self) -> DiskBody {
-        self.body
-    }
-
-    /// The head and the body stream, separately.
-    pub fn into_parts(self) -> (DiskHead, DiskBody) {
-        (self.head, self.body)
-    }
-}
-
-/// A body being streamed from disk; see [`DiskBody::next_chunk`].
-pub struct DiskBody {
-    store: DiskStore,
-    meta: DiskEntryMeta,
-    file: Arc<File>,
-    path: PathBuf,
-    sums: Vec<u64>,
-    body_offset: u64,
-    body_len: u64,
-    next: usize,
-}
-
-impl DiskBody {
-    /// The next block, `None` at the end. A corrupt or short block removes
-    /// the object and yields `Corrupt`; no unverified byte is returned.
-    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, DiskError>> {
-        if self.next >= self.sums.len() {
-            return None;
-        }
-        let block = u64::from(format::BLOCK_SIZE);
-        let start = self.next as u64 * block;
-        let len = block.min(self.body_len - start) as usize;
-        let res = self
-            .store
-            .inner
-            .io
-            .read_at(&self.file, len, self.body_offset + start)
-            .await;
-        let buf = match res {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let why = if buf.len() < len {
-            Some("short read: file truncated")
-        } else if format::block_sum(&buf) != self.sums[self.next] {
-            Some("body checksum mismatch")
-        } else {
-            None
-        };
-        if let Some(reason) = why {
-            self.next = self.sums.len();
-            return Some(Err(self.store.discard(&self.meta, &self.path, reason)));
-        }
-        self.next += 1;
-        Some(Ok(Bytes::from(buf)))
-    }
-
-    /// Body bytes not yet returned.
-    pub fn remaining(&self) -> u64 {
-        self.body_len
-            .saturating_sub(self.next as u64 * u64::from(format::BLOCK_SIZE))
-    }
 }
 
 /// Counters of the disk tier.
@@ -257,6 +219,9 @@ pub struct DiskStats {
     pub corrupt: u64,
     /// Writes that failed (any error).
     pub write_failures: u64,
+    /// Variants removed or made stale by purges (including writes in
+    /// flight that a purge discarded or made stale).
+    pub purged: u64,
 }
 
 /// What the start-up scan found.
@@ -268,8 +233,11 @@ pub struct ScanReport {
     pub bytes: u64,
     /// Leftover temp files deleted.
     pub temp_removed: u64,
-    /// Objects deleted for failing their header checks.
+    /// Objects deleted for failing their header checks (or for being
+    /// displaced by a newer variant list, after a crash mid-replace).
     pub invalid_removed: u64,
+    /// Objects found soft-purged by the purge journal (stale).
+    pub soft_purged: u64,
     /// Whether an incompatible store was cleaned.
     pub cleaned_incompatible: bool,
     /// Wall time of the scan.
@@ -279,11 +247,11 @@ pub struct ScanReport {
 /// `(key digest, secondary digest)`: names the file.
 type ObjectId = (u128, u64);
 
-struct Index {
-    by_key: HashMap<CacheKey, Vec<Arc<DiskEntryMeta>>>,
-    by_id: HashMap<ObjectId, Arc<DiskEntryMeta>>,
-    policy: evict::S3Fifo<ObjectId>,
-    next_generation: u64,
+/// Everything behind the store's one lock.
+struct State {
+    index: Index,
+    purges: RecentPurges,
+    journal: Journal,
 }
 
 struct Inner {
@@ -291,13 +259,14 @@ struct Inner {
     capacity: u64,
     io: Io,
     backend_reason: String,
-    index: Mutex<Index>,
+    state: Mutex<State>,
     disabled: AtomicBool,
     tmp_seq: AtomicU64,
     inserts: AtomicU64,
     evictions: AtomicU64,
     corrupt: AtomicU64,
     write_failures: AtomicU64,
+    purged: AtomicU64,
     report: ScanReport,
 }
 
@@ -340,7 +309,7 @@ impl DiskStore {
             reason,
         };
         let started = Instant::now();
-        let cleaned = prepare_root(&root).map_err(unusable)?;
+        let root_state = scan::prepare_root(&root).map_err(unusable)?;
         let objects = root.join(OBJECTS);
         for i in 0..=255u8 {
             let dir = objects.join(format!("{i:02x}"));
@@ -348,44 +317,68 @@ impl DiskStore {
                 .map_err(|e| unusable(format!("create {}: {e}", dir.display())))?;
         }
         let (io, backend_reason) = Io::detect(backend).map_err(DiskError::UringUnavailable)?;
-        let (entries, mut report) = scan(&objects);
-        report.cleaned_incompatible = cleaned;
+        let (mut entries, mut report) = scan::scan(&objects);
+        report.cleaned_incompatible = root_state == scan::RootState::Cleaned;
 
-        let mut index = Index {
-            by_key: HashMap::new(),
-            by_id: HashMap::new(),
-            policy: evict::S3Fifo::new(size_bytes),
-            next_generation: 0,
-        };
-        for mut e in entries {
-            index.next_generation += 1;
-            e.generation = index.next_generation;
-            let e = Arc::new(e);
-            index.policy.insert(e.id, e.file_len);
-            index.by_id.insert(e.id, Arc::clone(&e));
-            index.by_key.entry(e.key.clone()).or_default().push(e);
+        let journal_path = root.join(journal::FILE_NAME);
+        let (lines, dropped) = journal::read(&journal_path)
+            .map_err(|e| unusable(format!("read {}: {e}", journal_path.display())))?;
+        let mut replay = journal::Replay::new(lines);
+        // Oldest response first: a newer variant list wins over an older one
+        // a crash left behind, and eviction starts with the oldest.
+        entries.sort_by_key(|e| e.times.response_time);
+        let mut index = Index::new(size_bytes);
+        for e in entries {
+            let purged_at = replay.purged_at(&e.key, &e.tags, e.times.response_time);
+            let (e, displaced) = index.insert(e);
+            if let Some(at) = purged_at {
+                index.mark_purged(e.id, at);
+                report.soft_purged += 1;
+            }
+            for d in displaced {
+                tracing::warn!(key = %d.key, "disk cache variant displaced by a newer one at start-up");
+                let _ = fs::remove_file(object_path(&root, d.id));
+                report.invalid_removed += 1;
+            }
         }
+        let replayed = replay.line_count();
+        let kept = replay.into_kept();
+        if dropped > 0 {
+            tracing::warn!(path = %journal_path.display(), dropped, "malformed purge journal lines dropped");
+        }
+        if kept.len() < replayed || dropped > 0 {
+            journal::rewrite(&journal_path, &kept)
+                .map_err(|e| unusable(format!("rewrite {}: {e}", journal_path.display())))?;
+        }
+        let journal = Journal::open(&journal_path)
+            .map_err(|e| unusable(format!("open {}: {e}", journal_path.display())))?;
+
         let store = DiskStore {
             inner: Arc::new(Inner {
                 root,
                 capacity: size_bytes,
                 io,
                 backend_reason,
-                index: Mutex::new(index),
+                state: Mutex::new(State {
+                    index,
+                    purges: RecentPurges::default(),
+                    journal,
+                }),
                 disabled: AtomicBool::new(false),
                 tmp_seq: AtomicU64::new(0),
                 inserts: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
                 corrupt: AtomicU64::new(0),
                 write_failures: AtomicU64::new(0),
+                purged: AtomicU64::new(0),
                 report: ScanReport::default(),
             }),
         };
         {
-            let mut idx = store.lock();
-            store.evict_to(&mut idx, size_bytes);
-            report.objects = idx.by_id.len() as u64;
-            report.bytes = idx.policy.total_bytes();
+            let mut st = store.lock();
+            store.evict_to(&mut st.index, size_bytes);
+            report.objects = st.index.len() as u64;
+            report.bytes = st.index.total_bytes();
         }
         report.elapsed = started.elapsed();
         let mut store = store;
@@ -400,7 +393,10 @@ impl DiskStore {
             bytes = report.bytes,
             temp_removed = report.temp_removed,
             invalid_removed = report.invalid_removed,
+            soft_purged = report.soft_purged,
+            purge_journal_lines = kept.len(),
             cleaned_incompatible = report.cleaned_incompatible,
+            upgraded = root_state == scan::RootState::Upgraded,
             elapsed_ms = report.elapsed.as_millis() as u64,
             "disk cache opened"
         );
@@ -430,128 +426,104 @@ impl DiskStore {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> DiskStats {
-        let idx = self.lock();
+        let st = self.lock();
         let c = &self.inner;
         DiskStats {
-            objects: idx.by_id.len() as u64,
-            bytes: idx.policy.total_bytes(),
+            objects: st.index.len() as u64,
+            bytes: st.index.total_bytes(),
             inserts: c.inserts.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
+            purged: c.purged.load(Ordering::Relaxed),
         }
     }
 
     /// Finds the variant of `key` that `request` selects (RFC 9111 §4.1),
-    /// from the in-memory index only.
+    /// from the in-memory index only. Check `lifetime` as for any stored
+    /// response: a soft-purged object is stale.
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Option<DiskEntryMeta> {
-        let mut idx = self.lock();
-        let variants = idx.by_key.get(key)?;
-        let wanted = secondary_key(&variants.first()?.vary, request)?;
-        let found = variants.iter().rev().find(|e| e.secondary == wanted)?;
-        let found = DiskEntryMeta::clone(found);
-        idx.policy.touch(&found.id);
-        Some(found)
+        let found = self.lock().index.lookup(key, request)?;
+        Some(DiskEntryMeta::clone(&found))
     }
 
     /// Writes `response` as a variant of `key` (replacing the same variant,
-    /// or all variants when its Vary differs) and indexes it.
+    /// or all variants when its Vary differs) and indexes it: the streaming
+    /// writer fed from memory (see [`DiskStore::begin_write`]).
     pub async fn insert(&self, key: &CacheKey, response: &StoredResponse) -> Result<(), DiskError> {
-        if self.is_disabled() {
-            return Err(DiskError::Disabled);
+        let mut writer = self.begin_write(key, &response.head(), response.body_len())?;
+        for chunk in &response.body {
+            writer.write(chunk.clone()).await?;
         }
-        let Some(secondary) = response.secondary.clone() else {
-            return Err(DiskError::VaryAny);
-        };
-        let head = Bytes::from(format::encode_head(key, response));
-        let body_len = response.body_len();
-        let file_len = head.len() as u64 + body_len;
-        if file_len > self.inner.capacity {
-            return Err(DiskError::TooLarge {
-                size: file_len,
-                capacity: self.inner.capacity,
-            });
-        }
-        let id = (u128::from_be_bytes(key.digest()), secondary.digest());
-        let path = self.object_path(id);
-        let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = path.with_extension(format!("{seq}.tmp"));
-
-        let written = self.write_object(&tmp, head, &response.body).await;
-        if let Err(e) = written {
-            self.write_failed(&e);
-            let tmp2 = tmp.clone();
-            let _ = blocking(move || fs::remove_file(tmp2)).await;
-            return Err(e.into());
-        }
-
-        let meta = DiskEntryMeta {
-            key: key.clone(),
-            secondary,
-            vary: response.vary.clone(),
-            status: response.status,
-            times: response.times,
-            lifetime: response.lifetime,
-            directives: response.directives.clone(),
-            body_len,
-            file_len,
-            id,
-            generation: 0,
-        };
-        let mut idx = self.lock();
-        // Make room first, then publish: the rename and the index change
-        // happen together under the lock.
-        self.evict_to(&mut idx, self.inner.capacity.saturating_sub(file_len));
-        if let Err(e) = fs::rename(&tmp, &path) {
-            drop(idx);
-            self.write_failed(&e);
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        idx.next_generation += 1;
-        let meta = Arc::new(DiskEntryMeta {
-            generation: idx.next_generation,
-            ..meta
-        });
-        let variants = idx.by_key.remove(key).unwrap_or_default();
-        let mut keep = Vec::with_capacity(variants.len() + 1);
-        for v in variants {
-            if v.id == id {
-                idx.policy.remove(&v.id); // same file, already replaced by the rename
-                idx.by_id.remove(&v.id);
-            } else if v.vary != meta.vary {
-                self.unlink_locked(&mut idx, &v);
-            } else {
-                keep.push(v);
-            }
-        }
-        while keep.len() >= MAX_VARIANTS {
-            let oldest = keep.remove(0);
-            self.unlink_locked(&mut idx, &oldest);
-        }
-        keep.push(Arc::clone(&meta));
-        idx.by_key.insert(key.clone(), keep);
-        idx.by_id.insert(id, Arc::clone(&meta));
-        idx.policy.insert(id, file_len);
-        self.inner.inserts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        writer.finish().await
     }
 
-    async fn write_object(&self, tmp: &Path, head: Bytes, body: &[Bytes]) -> std::io::Result<()> {
-        let tmp = tmp.to_path_buf();
-        let file =
-            blocking(move || OpenOptions::new().write(true).create_new(true).open(tmp)).await?;
-        let file = Arc::new(file);
-        let mut offset = head.len() as u64;
-        self.inner.io.write_all_at(&file, head, 0).await?;
-        for chunk in body {
-            self.inner
-                .io
-                .write_all_at(&file, chunk.clone(), offset)
-                .await?;
-            offset += chunk.len() as u64;
+    /// Soft (`soft = true`) or hard purge of every variant of `key`, and of
+    /// writes of it in flight. Returns the number of stored variants affected.
+    pub fn purge_key(&self, key: &CacheKey, soft: bool) -> usize {
+        self.purge(PurgeTarget::Key(key.clone()), soft)
+    }
+
+    /// Soft or hard purge of every key whose URL part is `url` (the text
+    /// form from [`crate::key::cache_url`]): the plain key and the keys with
+    /// appended request headers, as [`crate::memory::MemoryTier::remove_url`]
+    /// does. Returns the number of stored variants affected.
+    pub fn purge_url(&self, url: &str, soft: bool) -> usize {
+        self.purge(PurgeTarget::Url(url.to_owned()), soft)
+    }
+
+    /// Soft or hard purge of every object tagged `tag` (compared exactly;
+    /// see [`crate::tags`]), and of writes of such objects in flight.
+    /// Returns the number of stored variants affected.
+    pub fn purge_tag(&self, tag: &str, soft: bool) -> usize {
+        self.purge(PurgeTarget::Tag(tag.to_owned()), soft)
+    }
+
+    /// Removes every variant of `key`: a hard [`purge_key`](Self::purge_key).
+    pub fn remove(&self, key: &CacheKey) -> usize {
+        self.purge_key(key, false)
+    }
+
+    /// The one purge path. Hard: drop from the index and unlink. Soft: record
+    /// the purge in the journal, then cap the lifetimes; if the journal
+    /// cannot be written the purge is done hard instead, so that it still
+    /// survives a restart. Either way writes in flight are told (see
+    /// `purge.rs`). Blocking, like the other metadata syscalls here: the
+    /// unlinks and the journal append happen under the lock.
+    fn purge(&self, target: PurgeTarget, soft: bool) -> usize {
+        let at = SystemTime::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let ids = st.index.matching(&target);
+        let mut soft = soft;
+        if soft && (!ids.is_empty() || st.purges.writes_in_flight()) {
+            let line = journal::Line {
+                target: target.clone(),
+                at,
+            };
+            if let Err(e) = st.journal.append(&line) {
+                tracing::error!(
+                    path = %st.journal.path().display(),
+                    error = %e,
+                    "cannot record a soft purge in the journal; purging hard so it survives a restart"
+                );
+                soft = false;
+            }
         }
-        Ok(())
+        for &id in &ids {
+            if soft {
+                st.index.mark_purged(id, at);
+            } else if st.index.remove(id).is_some() {
+                self.delete_file(id);
+            }
+        }
+        st.purges.record(target.clone(), soft, at);
+        drop(guard);
+        self.inner
+            .purged
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        tracing::debug!(?target, soft, variants = ids.len(), "disk cache purge");
+        ids.len()
     }
 
     fn write_failed(&self, e: &std::io::Error) {
@@ -571,160 +543,37 @@ impl DiskStore {
         }
     }
 
-    /// Reads and verifies the head of a looked-up object.
-    pub async fn read_head(&self, meta: &DiskEntryMeta) -> Result<DiskObject, DiskError> {
-        let path = self.object_path(meta.id);
-        let p = path.clone();
-        let opened = blocking(move || {
-            let f = File::open(&p)?;
-            let len = f.metadata()?.len();
-            // Bodies are read front to back: let the kernel read ahead.
-            // SAFETY: plain syscall on an fd we own.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
-            Ok((f, len))
-        })
-        .await;
-        let (file, len) = match opened {
-            Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget(meta);
-                return Err(DiskError::Missing);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let file = Arc::new(file);
-        let first = self
-            .inner
-            .io
-            .read_at(&file, HEAD_READ.min(len as usize), 0)
-            .await?;
-        let parsed = (|| {
-            let fixed = format::decode_fixed(&first)?;
-            if len != fixed.file_len() {
-                return Err("file length does not match header (truncated?)");
-            }
-            Ok(fixed)
-        })();
-        let fixed = match parsed {
-            Ok(f) => f,
-            Err(reason) => return Err(self.discard(meta, &path, reason)),
-        };
-        let body_offset = fixed.body_offset();
-        let rest = if body_offset as usize <= first.len() {
-            first[format::FIXED_LEN..body_offset as usize].to_vec()
-        } else {
-            let more = self
-                .inner
-                .io
-                .read_at(
-                    &file,
-                    (body_offset as usize) - first.len(),
-                    first.len() as u64,
-                )
-                .await?;
-            let mut r = first[format::FIXED_LEN..].to_vec();
-            r.extend_from_slice(&more);
-            r
-        };
-        let decoded = format::decode_rest(&fixed, &rest).and_then(|(m, sums)| {
-            let same = m.key == meta.key.as_str()
-                && m.secondary.as_deref() == Some(meta.secondary.as_bytes());
-            if same {
-                Ok((m, sums))
-            } else {
-                Err("object names another key")
-            }
-        });
-        let (m, sums) = match decoded {
-            Ok(x) => x,
-            Err(reason) => return Err(self.discard(meta, &path, reason)),
-        };
-        let secondary = m.secondary_key();
-        Ok(DiskObject {
-            head: DiskHead {
-                status: m.status,
-                headers: m.headers,
-                times: m.times,
-                lifetime: m.lifetime,
-                directives: m.directives,
-                vary: m.vary,
-                secondary,
-                body_len: fixed.body_len,
-            },
-            body: DiskBody {
-                store: self.clone(),
-                meta: meta.clone(),
-                file,
-                path,
-                sums,
-                body_offset,
-                body_len: fixed.body_len,
-                next: 0,
-            },
-        })
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes every variant of `key`. Returns how many were removed.
-    pub fn remove(&self, key: &CacheKey) -> usize {
-        let mut idx = self.lock();
-        let variants = idx.by_key.remove(key).unwrap_or_default();
-        for v in &variants {
-            self.unlink_locked(&mut idx, v);
-        }
-        variants.len()
+    fn object_path(&self, id: ObjectId) -> PathBuf {
+        object_path(&self.inner.root, id)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Index> {
-        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
+    /// Deletes an object's file (its index entry is already gone).
+    fn delete_file(&self, id: ObjectId) {
+        let _ = fs::remove_file(self.object_path(id));
     }
 
-    fn object_path(&self, (key, var): ObjectId) -> PathBuf {
-        let name = format!("{key:032x}-{var:016x}");
-        self.inner.root.join(OBJECTS).join(&name[..2]).join(name)
-    }
-
-    /// Evicts until the tracked bytes are at most `target`.
-    fn evict_to(&self, idx: &mut Index, target: u64) {
-        while idx.policy.total_bytes() > target {
-            let Some(id) = idx.policy.evict() else { break };
-            if let Some(e) = idx.by_id.remove(&id) {
-                self.drop_variant(idx, &e);
-                let _ = fs::remove_file(self.object_path(id));
-                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Evicts until the tracked bytes are at most `target` (lock held).
+    fn evict_to(&self, index: &mut Index, target: u64) {
+        while index.total_bytes() > target {
+            let Some(e) = index.evict_one() else { break };
+            self.delete_file(e.id);
+            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Removes `e` from the per-key list (not from `by_id`/`policy`).
-    fn drop_variant(&self, idx: &mut Index, e: &DiskEntryMeta) {
-        if let Some(list) = idx.by_key.get_mut(&e.key) {
-            list.retain(|v| v.id != e.id);
-            if list.is_empty() {
-                idx.by_key.remove(&e.key);
-            }
-        }
-    }
-
-    /// Drops `e` from the index and deletes its file (lock held).
-    fn unlink_locked(&self, idx: &mut Index, e: &DiskEntryMeta) {
-        idx.by_id.remove(&e.id);
-        idx.policy.remove(&e.id);
-        self.drop_variant(idx, e);
-        let _ = fs::remove_file(self.object_path(e.id));
-    }
-
-    /// Forgets `meta` if the index still holds that generation of it;
-    /// returns whether it did (and so may delete the file).
+    /// Forgets `meta` if the index still holds that generation of it (and
+    /// deletes the file); returns whether it did.
     fn forget(&self, meta: &DiskEntryMeta) -> bool {
-        let mut idx = self.lock();
-        let current = idx
-            .by_id
-            .get(&meta.id)
-            .is_some_and(|e| e.generation == meta.generation);
-        if current {
-            self.unlink_locked(&mut idx, meta);
+        let mut st = self.lock();
+        let gone = st.index.forget(meta).is_some();
+        if gone {
+            self.delete_file(meta.id);
         }
-        current
+        gone
     }
 
     /// Deletes a corrupt object and builds the error for the caller.
@@ -739,161 +588,8 @@ impl DiskStore {
     }
 }
 
-/// Creates or validates the root and its FORMAT file. Returns whether an
-/// incompatible store was cleaned.
-fn prepare_root(root: &Path) -> Result<bool, String> {
-    match fs::metadata(root) {
-        Ok(m) if !m.is_dir() => return Err("exists and is not a directory".into()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(root).map_err(|e| format!("cannot create: {e}"))?;
-        }
-        Err(e) => return Err(format!("cannot stat: {e}")),
-    }
-    let format_path = root.join("FORMAT");
-    let mut cleaned = false;
-    match fs::read(&format_path) {
-        Ok(content) if content == FORMAT_LINE.as_bytes() => return Ok(false),
-        Ok(content) if content.starts_with(FORMAT_PREFIX.as_bytes()) => {
-            tracing::warn!(
-                path = %root.display(),
-                found = %String::from_utf8_lossy(&content).trim(),
-                expected = FORMAT_LINE.trim(),
-                "incompatible disk cache format; deleting its contents"
-            );
-            for entry in fs::read_dir(root).map_err(|e| format!("cannot list: {e}"))? {
-                let entry = entry.map_err(|e| format!("cannot list: {e}"))?;
-                let p = entry.path();
-                let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-                r.map_err(|e| {
-                    format!("cannot clean incompatible store entry {}: {e}", p.display())
-                })?;
-            }
-            cleaned = true;
-        }
-        Ok(_) => {
-            return Err(
-                "FORMAT file was not written by edge; refusing to use this directory".into(),
-            );
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A fresh store: only our own half-created entries may be present.
-            let foreign = fs::read_dir(root)
-                .map_err(|e| format!("cannot list: {e}"))?
-                .filter_map(Result::ok)
-                .find(|e| e.file_name() != OBJECTS && e.file_name() != "FORMAT.tmp");
-            if let Some(f) = foreign {
-                return Err(format!(
-                    "not empty and not an edge cache (found {:?}); point the cache at an empty or dedicated directory",
-                    f.file_name()
-                ));
-            }
-        }
-        Err(e) => return Err(format!("cannot read FORMAT: {e}")),
-    }
-    let tmp = root.join("FORMAT.tmp");
-    fs::write(&tmp, FORMAT_LINE)
-        .and_then(|()| fs::rename(&tmp, &format_path))
-        .map_err(|e| format!("not writable: {e}"))?;
-    Ok(cleaned)
-}
-
-/// Scans the fan-out directories in parallel.
-fn scan(objects: &Path) -> (Vec<DiskEntryMeta>, ScanReport) {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    let dirs: Vec<PathBuf> = (0..=255u8)
-        .map(|i| objects.join(format!("{i:02x}")))
-        .collect();
-    let parts: Vec<(Vec<DiskEntryMeta>, ScanReport)> = std::thread::scope(|s| {
-        let handles: Vec<_> = dirs
-            .chunks(dirs.len().div_ceil(threads))
-            .map(|chunk| s.spawn(move || chunk.iter().fold(Default::default(), scan_dir)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut all = Vec::new();
-    let mut report = ScanReport::default();
-    for (entries, r) in parts {
-        all.extend(entries);
-        report.temp_removed += r.temp_removed;
-        report.invalid_removed += r.invalid_removed;
-    }
-    (all, report)
-}
-
-fn scan_dir(
-    (mut out, mut report): (Vec<DiskEntryMeta>, ScanReport),
-    dir: &PathBuf,
-) -> (Vec<DiskEntryMeta>, ScanReport) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (out, report);
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".tmp") {
-            let _ = fs::remove_file(&path);
-            report.temp_removed += 1;
-            continue;
-        }
-        match load_meta(&path, &name) {
-            Ok(m) => out.push(m),
-            Err(reason) => {
-                tracing::warn!(path = %path.display(), reason, "invalid disk cache object removed at start-up");
-                let _ = fs::remove_file(&path);
-                report.invalid_removed += 1;
-            }
-        }
-    }
-    (out, report)
-}
-
-/// Reads and checks one object's header (not its body blocks).
-fn load_meta(path: &Path, name: &str) -> Result<DiskEntryMeta, &'static str> {
-    let file = File::open(path).map_err(|_| "cannot open")?;
-    let len = file.metadata().map_err(|_| "cannot stat")?.len();
-    let mut buf = vec![0; HEAD_READ.min(len as usize)];
-    let n = file.read_at(&mut buf, 0).map_err(|_| "cannot read")?;
-    buf.truncate(n);
-    let fixed = format::decode_fixed(&buf)?;
-    if len != fixed.file_len() {
-        return Err("file length does not match header (truncated?)");
-    }
-    let body_offset = fixed.body_offset() as usize;
-    if buf.len() < body_offset {
-        let mut more = vec![0; body_offset - buf.len()];
-        file.read_exact_at(&mut more, buf.len() as u64)
-            .map_err(|_| "short read")?;
-        buf.extend_from_slice(&more);
-    }
-    let (m, _sums) = format::decode_rest(&fixed, &buf[format::FIXED_LEN..])?;
-    let key = CacheKey::from_text(&m.key);
-    let secondary = m.secondary_key().ok_or("stored without secondary key")?;
-    let id = (u128::from_be_bytes(key.digest()), secondary.digest());
-    if name != format!("{:032x}-{:016x}", id.0, id.1) {
-        return Err("file name does not match its key");
-    }
-    Ok(DiskEntryMeta {
-        key,
-        secondary,
-        vary: m.vary,
-        status: m.status,
-        times: m.times,
-        lifetime: m.lifetime,
-        directives: m.directives,
-        body_len: fixed.body_len,
-        file_len: len,
-        id,
-        generation: 0,
-    })
+/// `<root>/objects/<hh>/<key>-<var>` for an object id.
+fn object_path(root: &Path, (key, var): ObjectId) -> PathBuf {
+    let name = format!("{key:032x}-{var:016x}");
+    root.join(OBJECTS).join(&name[..2]).join(name)
 }
