@@ -16,9 +16,10 @@
 //!   flight has buffered more than the limit, new joins for the key get
 //!   [`Joined::Bypass`] and fetch on their own, while the followers already
 //!   attached keep streaming to the end.
-//!   TODO(memory): after the limit is crossed no new follower can attach, so
-//!   chunks every follower has read could be dropped; today the flight keeps
-//!   them until it ends.
+//!   Once the limit is crossed no new follower can attach, so the flight
+//!   drops every chunk all attached readers have read: a flight larger than
+//!   the limit (an object filled straight to the disk tier) holds only the
+//!   gap between its fastest and slowest reader, not the whole body.
 //! - **No serialised queue.** If the response turns out not to be shareable,
 //!   [`Leader::release_uncacheable`] releases every follower at once, each to
 //!   fetch on its own; Varnish's waiting list instead hands the object to one
@@ -34,8 +35,8 @@
 //!   [`tokio::sync::Notify`]. A flight ends exactly once (finish, release or
 //!   failure) and removes its key, so the next join starts a new flight.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -118,26 +119,66 @@ enum End {
 struct Flight<H> {
     state: Mutex<FlightState<H>>,
     changed: Notify,
+    /// The coalescer's `max_buffer`: past it, read chunks are dropped.
+    max_buffer: usize,
 }
 
 struct FlightState<H> {
     head: Option<H>,
-    chunks: Vec<Bytes>,
+    /// Chunks not yet dropped; `chunks[0]` is chunk number `first`.
+    chunks: VecDeque<Bytes>,
+    first: usize,
+    /// Bytes published so far (dropped chunks included).
     buffered: usize,
     end: Option<End>,
+    /// Each reader's next chunk number; `usize::MAX` once it left.
+    readers: Vec<usize>,
+}
+
+impl<H> FlightState<H> {
+    /// A new reader starting at chunk 0; only while nothing was dropped.
+    fn register(&mut self) -> usize {
+        debug_assert_eq!(self.first, 0, "a reader joined after chunks were dropped");
+        self.readers.push(0);
+        self.readers.len() - 1
+    }
+
+    /// Drops the chunks every reader has read, once past `max_buffer`
+    /// (no reader can join any more, so nobody needs them).
+    fn trim(&mut self, max_buffer: usize) {
+        if self.buffered <= max_buffer {
+            return;
+        }
+        let published = self.first + self.chunks.len();
+        let slowest = self.readers.iter().copied().min().unwrap_or(published);
+        let drop = slowest.min(published).saturating_sub(self.first);
+        self.chunks.drain(..drop);
+        self.first += drop;
+    }
 }
 
 impl<H> Flight<H> {
-    fn new() -> Self {
+    fn new(max_buffer: usize) -> Self {
         Self {
             state: Mutex::new(FlightState {
                 head: None,
-                chunks: Vec::new(),
+                chunks: VecDeque::new(),
+                first: 0,
                 buffered: 0,
                 end: None,
+                readers: Vec::new(),
             }),
             changed: Notify::new(),
+            max_buffer,
         }
+    }
+
+    /// Records that `reader` will next read chunk `next` (or left, with
+    /// `usize::MAX`) and drops what nobody needs any more.
+    fn advance(&self, reader: usize, next: usize) {
+        let mut state = self.lock();
+        state.readers[reader] = next;
+        state.trim(self.max_buffer);
     }
 
     fn lock(&self) -> MutexGuard<'_, FlightState<H>> {
@@ -195,19 +236,30 @@ impl<K: Hash + Eq + Clone, H> Coalescer<K, H> {
             Entry::Occupied(entry) => {
                 let flight = Arc::clone(entry.get());
                 drop(flights);
-                if flight.lock().buffered > self.shared.max_buffer {
+                // Checked and registered under one lock: trimming starts
+                // only past the limit, so chunk 0 is still there.
+                let reader = {
+                    let mut state = flight.lock();
+                    if state.buffered > self.shared.max_buffer {
+                        None
+                    } else {
+                        Some(state.register())
+                    }
+                };
+                let Some(reader) = reader else {
                     self.shared.bypassed.fetch_add(1, Ordering::Relaxed);
                     return Joined::Bypass;
-                }
+                };
                 self.shared.coalesced.fetch_add(1, Ordering::Relaxed);
                 Joined::Follower(Follower {
                     flight,
                     next_chunk: 0,
+                    reader,
                 })
             }
             Entry::Vacant(entry) => {
                 let key = entry.key().clone();
-                let flight = Arc::new(Flight::new());
+                let flight = Arc::new(Flight::new(self.shared.max_buffer));
                 entry.insert(Arc::clone(&flight));
                 drop(flights);
                 self.shared.leaders.fetch_add(1, Ordering::Relaxed);
@@ -270,9 +322,11 @@ impl<K: Hash + Eq, H> Leader<K, H> {
         if chunk.is_empty() {
             return;
         }
+        let max_buffer = self.flight.max_buffer;
         self.flight.update(|state| {
             state.buffered = state.buffered.saturating_add(chunk.len());
-            state.chunks.push(chunk);
+            state.chunks.push_back(chunk);
+            state.trim(max_buffer);
         });
     }
 
@@ -280,9 +334,11 @@ impl<K: Hash + Eq, H> Leader<K, H> {
     /// run in its own task (and finish for the others even if that client
     /// leaves) while the client streams like any follower.
     pub fn follower(&self) -> Follower<H> {
+        let reader = self.flight.lock().register();
         Follower {
             flight: Arc::clone(&self.flight),
             next_chunk: 0,
+            reader,
         }
     }
 
@@ -329,6 +385,14 @@ impl<K: Hash + Eq, H> Drop for Leader<K, H> {
 pub struct Follower<H> {
     flight: Arc<Flight<H>>,
     next_chunk: usize,
+    /// This reader's slot in the flight's `readers`.
+    reader: usize,
+}
+
+impl<H> Drop for Follower<H> {
+    fn drop(&mut self) {
+        self.flight.advance(self.reader, usize::MAX);
+    }
 }
 
 impl<H: Clone> Follower<H> {
@@ -357,7 +421,7 @@ impl<H> Follower<H> {
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, LeaderFailed>> {
         let index = self.next_chunk;
         let next = self.flight.wait_for(|state| {
-            if let Some(chunk) = state.chunks.get(index) {
+            if let Some(chunk) = state.chunks.get(index - state.first) {
                 return Some(Some(Ok(chunk.clone())));
             }
             match state.end {
@@ -369,6 +433,7 @@ impl<H> Follower<H> {
         let next = next.await;
         if matches!(next, Some(Ok(_))) {
             self.next_chunk += 1;
+            self.flight.advance(self.reader, self.next_chunk);
         }
         next
     }

@@ -337,6 +337,81 @@ impl MemoryTier {
         }
     }
 
+    /// Purges the variants of `url` (the text form from
+    /// [`crate::key::cache_url`]): removes them, or with `soft` keeps them
+    /// marked stale so they are served only after revalidation (or within
+    /// `stale-while-revalidate` / `stale-if-error`). Returns how many
+    /// variants were affected.
+    pub fn purge_url(&self, url: &str, soft: bool) -> usize {
+        let key = CacheKey::from_text(url);
+        let mut affected = self.purge_key(key, soft, &|_| true);
+        if self.header_keys.load(Ordering::Relaxed) {
+            affected += self.purge_matching(soft, &|k, _| k.url() == url);
+        }
+        affected
+    }
+
+    /// Purges every variant for which `matches` holds (e.g. one carrying a
+    /// cache tag), as [`MemoryTier::purge_url`] does. Walks the whole tier:
+    /// an admin operation, not a request-path one.
+    pub fn purge_matching(
+        &self,
+        soft: bool,
+        matches: &dyn Fn(&CacheKey, &StoredResponse) -> bool,
+    ) -> usize {
+        let keys: Vec<CacheKey> = self
+            .cache
+            .iter()
+            .filter(|(k, v)| v.list.iter().any(|r| matches(k, r)))
+            .map(|(k, _)| CacheKey::clone(&k))
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                let probe = key.clone();
+                self.purge_key(key, soft, &|r| matches(&probe, r))
+            })
+            .sum()
+    }
+
+    /// Purges the variants of `key` that `matches`; see [`MemoryTier::purge_url`].
+    fn purge_key(
+        &self,
+        key: CacheKey,
+        soft: bool,
+        matches: &dyn Fn(&StoredResponse) -> bool,
+    ) -> usize {
+        let counters = &self.counters;
+        let mut affected = 0;
+        self.cache.entry(key).and_compute_with(|current| {
+            let Some(e) = current else { return Op::Nop };
+            let list = &e.value().list;
+            affected = list.iter().filter(|r| matches(r)).count();
+            if affected == 0 {
+                return Op::Nop;
+            }
+            let kept: Vec<Arc<StoredResponse>> = if soft {
+                list.iter()
+                    .map(|r| {
+                        if matches(r) {
+                            Arc::new(marked_stale(r))
+                        } else {
+                            Arc::clone(r)
+                        }
+                    })
+                    .collect()
+            } else {
+                list.iter().filter(|r| !matches(r)).cloned().collect()
+            };
+            if kept.is_empty() {
+                return Op::Remove;
+            }
+            let v = Variants::new(kept);
+            counters.add_held(&v);
+            Op::Put(v)
+        });
+        affected
+    }
+
     /// Runs moka's pending housekeeping (admission, eviction, invalidation
     /// closures) now; moka otherwise amortises it over later calls.
     pub fn run_pending_tasks(&self) {
@@ -369,6 +444,14 @@ impl std::fmt::Debug for MemoryTier {
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// A copy of `r` whose freshness lifetime is zero: stale from now on, so
+/// it is served only as a stale response may be (a soft purge).
+fn marked_stale(r: &StoredResponse) -> StoredResponse {
+    let mut stale = r.clone();
+    stale.lifetime.ttl = std::time::Duration::ZERO;
+    stale
 }
 
 #[cfg(test)]
@@ -450,6 +533,42 @@ mod tests {
             max_object_bytes: u64::MAX,
         });
         assert_eq!(t.options().max_object_bytes, MAX_OBJECT_CEILING);
+    }
+
+    #[test]
+    fn purges_remove_or_mark_stale_and_count() {
+        let t = tier(1 << 20);
+        let req = request(None);
+        let body = Bytes::from_static(b"hello");
+        t.insert(key("http://a/x"), response("", &req, body.clone()));
+        t.insert(key("http://a/y"), response("", &req, body.clone()));
+        t.insert(key("http://a/z"), response("", &req, body));
+
+        // Soft: still stored, now stale; the count says what was touched.
+        assert_eq!(t.purge_url("http://a/x", true), 1);
+        let soft = hit(t.lookup(&key("http://a/x"), &req));
+        assert_eq!(soft.lifetime.ttl, Duration::ZERO);
+        assert_eq!(soft.body, vec![Bytes::from_static(b"hello")]);
+
+        // Hard: gone; purging again finds nothing.
+        assert_eq!(t.purge_url("http://a/y", false), 1);
+        assert!(matches!(
+            t.lookup(&key("http://a/y"), &req),
+            Lookup::UriMiss
+        ));
+        assert_eq!(t.purge_url("http://a/y", false), 0);
+
+        // By predicate (a tag, say): only matching entries.
+        let purged = t.purge_matching(false, &|k, _| k.url().ends_with("/z"));
+        assert_eq!(purged, 1);
+        assert!(matches!(
+            t.lookup(&key("http://a/z"), &req),
+            Lookup::UriMiss
+        ));
+        assert!(matches!(t.lookup(&key("http://a/x"), &req), Lookup::Hit(_)));
+        t.run_pending_tasks();
+        assert_eq!(t.stats().objects, 1, "held counters follow purges");
+        assert_eq!(t.stats().bytes, soft.size_bytes());
     }
 
     #[test]

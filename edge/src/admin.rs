@@ -1,6 +1,7 @@
 //! The admin API listener: liveness and readiness for orchestrators and
-//! load balancers in front of the node, and `POST /reload` (certificates;
-//! guarded by `[admin] token` as a Bearer token when one is set).
+//! load balancers in front of the node, `POST /reload` (certificates) and
+//! `POST /purge` (cache objects by URL or tag); the `POST` endpoints are
+//! guarded by `[admin] token` as a Bearer token when one is set.
 //!
 //! It runs on its own thread so a saturated data plane cannot starve the
 //! health checks that would tell an orchestrator about it.
@@ -19,6 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::proxy::Pipeline;
+use crate::purge::PurgeRequest;
 use crate::tls::reload::CertReloader;
 
 /// Lifecycle phase reported by `/readyz`.
@@ -41,6 +44,8 @@ pub struct AdminState {
     /// endpoints when set.
     token: Option<String>,
     certs: Arc<CertReloader>,
+    /// The pipeline whose cache `/purge` acts on.
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 impl AdminState {
@@ -50,6 +55,15 @@ impl AdminState {
             phase: AtomicU8::new(Phase::Starting as u8),
             token,
             certs,
+            pipeline: None,
+        }
+    }
+
+    /// The same state, purging `pipeline`'s cache.
+    pub fn with_pipeline(self, pipeline: Arc<Pipeline>) -> Self {
+        AdminState {
+            pipeline: Some(pipeline),
+            ..self
         }
     }
 
@@ -123,7 +137,8 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         },
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         (&Method::POST, "/reload") => return reload(req, state),
-        (_, "/reload") => (StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        (&Method::POST, "/purge") => return purge(req, state),
+        (_, "/reload" | "/purge") => (StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
@@ -142,28 +157,55 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
 /// that is latency-critical.
 fn reload<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     if !state.authorized(req) {
-        let mut response = Response::new(Full::new(Bytes::from_static(
-            b"{\"error\":\"this endpoint needs Authorization: Bearer <[admin] token>\"}\n",
-        )));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"edge admin\""),
-        );
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        return response;
+        return unauthorized();
     }
     let report = state.certs.reload();
-    let mut response = Response::new(Full::new(Bytes::from(report.to_json())));
-    *response.status_mut() = if report.ok() {
+    let status = if report.ok() {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
+    json(status, report.to_json())
+}
+
+/// `POST /purge?url=URL` or `?tag=TAG`, optionally `&soft=1`: 200 with
+/// the counts as JSON; 400 for a malformed query or a URL no site serves.
+fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
+    if !state.authorized(req) {
+        return unauthorized();
+    }
+    let Some(pipeline) = &state.pipeline else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"starting\"}\n".into(),
+        );
+    };
+    let outcome = PurgeRequest::parse(req.uri().query().unwrap_or(""))
+        .and_then(|purge| purge.apply(pipeline));
+    match outcome {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(why) => json(
+            StatusCode::BAD_REQUEST,
+            format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
+        ),
+    }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        "{\"error\":\"this endpoint needs Authorization: Bearer <[admin] token>\"}\n".into(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"edge admin\""),
+    );
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),

@@ -20,6 +20,7 @@ mod listen;
 mod node;
 mod origin_pool;
 mod proxy;
+mod purge;
 mod route;
 mod tls;
 mod upstream;

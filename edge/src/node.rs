@@ -134,7 +134,10 @@ impl Node {
         let admin_socket = listen::bind_single(config.admin.listen)
             .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
         let admin = admin_socket.local_addr()?;
-        let admin_state = Arc::new(AdminState::new(config.admin.token.clone(), certs.clone()));
+        let admin_state = Arc::new(
+            AdminState::new(config.admin.token.clone(), certs.clone())
+                .with_pipeline(pipeline.clone()),
+        );
         admin::spawn(admin_socket, admin_state.clone())?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);

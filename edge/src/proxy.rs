@@ -23,7 +23,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::body::{self, BoxError, ProxyBody};
-use crate::cache::{self, CacheableRequest, Fetch, HttpCache, SitePolicy};
+use crate::cache::{self, CacheableRequest, Fetch, HttpCache, Purged, SitePolicy};
 use crate::forward::{self, ViaValues};
 use crate::origin_pool::OriginPool;
 use crate::route::SiteTable;
@@ -104,6 +104,20 @@ impl Pipeline {
     /// The origin pools, in config order.
     pub fn pools(&self) -> &[OriginPool] {
         &self.pools
+    }
+
+    /// Purges `host` + `path_and_query` under the cache-key options of the
+    /// site serving `host`; `None` when no site does.
+    pub fn purge_url(&self, host: &str, path_and_query: &str, soft: bool) -> Option<Purged> {
+        let site = self.sites.lookup(Some(host))?;
+        let options = self.site_policies[site].key_options();
+        let url = edge_cache::key::cache_url("http", host, path_and_query, options);
+        Some(self.cache.purge_url(&url, soft))
+    }
+
+    /// Purges every object tagged `tag`.
+    pub fn purge_tag(&self, tag: &str, soft: bool) -> Purged {
+        self.cache.purge_tag(tag, soft)
     }
 }
 

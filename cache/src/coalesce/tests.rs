@@ -284,3 +284,43 @@ async fn keys_are_coalesced_independently() {
     assert_eq!(coalescer.in_flight(), 2);
     assert_eq!(coalescer.stats().coalesced, 1);
 }
+
+/// Past the buffer limit no reader can join, so chunks every attached
+/// reader has read are dropped: a flight larger than the limit holds only
+/// what its slowest reader still needs.
+#[tokio::test]
+async fn past_the_limit_read_chunks_are_dropped() {
+    let c: Coalescer<u32, ()> = Coalescer::with_max_buffer(10);
+    let Joined::Leader(mut leader) = c.join(1) else {
+        panic!("first join leads");
+    };
+    leader.publish_head(());
+    let mut reader = leader.follower();
+    let Joined::Follower(mut slow) = c.join(1) else {
+        panic!("joins while under the limit");
+    };
+    for i in 0..5u8 {
+        leader.push_chunk(Bytes::from(vec![i; 8]));
+    }
+    assert!(matches!(c.join(1), Joined::Bypass), "past the limit");
+    let held = |leader: &Leader<u32, ()>| leader.flight.lock().chunks.len();
+    assert_eq!(held(&leader), 5, "nothing read yet");
+    for i in 0..3u8 {
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap()[0], i);
+    }
+    assert_eq!(held(&leader), 5, "the slow reader still needs them");
+    assert_eq!(slow.next_chunk().await.unwrap().unwrap()[0], 0);
+    assert_eq!(held(&leader), 4);
+    drop(slow);
+    assert_eq!(
+        held(&leader),
+        2,
+        "only what the remaining reader has not read"
+    );
+    for i in 3..5u8 {
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap()[0], i);
+    }
+    assert_eq!(held(&leader), 0);
+    leader.finish();
+    assert!(reader.next_chunk().await.is_none());
+}

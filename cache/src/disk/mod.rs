@@ -403,6 +403,11 @@ impl DiskStore {
         Ok(store)
     }
 
+    /// The configured size bound in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
     /// The I/O backend picked at open.
     pub fn backend(&self) -> Backend {
         self.inner.io.backend()

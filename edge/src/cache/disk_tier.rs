@@ -232,7 +232,19 @@ pub(super) enum FromDisk {
     Miss,
 }
 
+/// Largest object the disk tier takes: an eighth of its size, so one
+/// object never evicts most of the tier (as the memory tier's default).
+const DISK_OBJECT_SHARE: u64 = 8;
+
 impl HttpCache {
+    /// Whether an object of `length` bytes too large for memory can be
+    /// stored on disk instead.
+    pub(super) fn disk_takes(&self, length: u64) -> bool {
+        self.disk.as_ref().is_some_and(|disk| {
+            !disk.is_disabled() && length <= disk.capacity() / DISK_OBJECT_SHARE
+        })
+    }
+
     /// The disk tier's entry for the request, from its index only.
     pub(super) fn disk_lookup(&self, key: &CacheKey, request: &HeaderMap) -> Option<DiskEntryMeta> {
         self.disk.as_ref()?.lookup(key, request)
@@ -262,7 +274,7 @@ impl HttpCache {
     pub(super) fn forget_url(&self, url: &str) {
         self.memory.remove_url(url);
         if let Some(disk) = &self.disk {
-            disk.remove(&CacheKey::from_text(url));
+            disk.purge_url(url, false);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The background half of a miss: read the origin's body into the flight
-//! and store the object once it arrived complete, in memory and then on disk.
+//! and store the object once it arrived complete: in memory and then on
+//! disk, or, for an object too large for memory, straight to disk.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use bytes::BytesMut;
 use edge_cache::age::ResponseTimes;
 use edge_cache::cache_control::ResponseDirectives;
 use edge_cache::coalesce::Leader;
-use edge_cache::entry::StoredResponse;
+use edge_cache::disk::DiskWriter;
+use edge_cache::entry::{ObjectHead, StoredResponse};
 use edge_cache::freshness::Lifetime;
 use edge_cache::key::CacheKey;
 use http_body_util::BodyExt;
@@ -19,6 +21,8 @@ use crate::body::ProxyBody;
 pub(super) struct StorePlan {
     pub(super) head: SharedHead,
     pub(super) length: u64,
+    /// Too large for the memory tier: written straight to the disk tier.
+    pub(super) disk_only: bool,
     pub(super) times: ResponseTimes,
     pub(super) lifetime: Lifetime,
     pub(super) directives: ResponseDirectives,
@@ -33,7 +37,15 @@ pub(super) async fn fill(
     key: CacheKey,
     cache: Arc<HttpCache>,
 ) {
+    // A disk-only object is not collected here: each chunk goes to the
+    // flight (which keeps only what its slowest reader still needs) and to
+    // the disk writer.
     let mut chunks = Vec::new();
+    let mut writer = if plan.disk_only {
+        disk_writer(&cache, &key, &plan)
+    } else {
+        None
+    };
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
         match frame {
@@ -47,8 +59,16 @@ pub(super) async fn fill(
                         );
                         return;
                     }
-                    chunks.push(data.clone());
-                    leader.push_chunk(data);
+                    if !plan.disk_only {
+                        chunks.push(data.clone());
+                    }
+                    leader.push_chunk(data.clone());
+                    if let Some(w) = &mut writer
+                        && let Err(error) = w.write(data).await
+                    {
+                        tracing::debug!(%error, "disk tier write failed; object not stored");
+                        writer = None;
+                    }
                 }
             }
             Err(error) => {
@@ -63,6 +83,15 @@ pub(super) async fn fill(
             received,
             "origin body truncated; not stored"
         );
+        return;
+    }
+    if plan.disk_only {
+        leader.finish();
+        if let Some(writer) = writer
+            && let Err(error) = writer.finish().await
+        {
+            tracing::debug!(%error, "object not written to the disk tier");
+        }
         return;
     }
     // One compact copy per stored object: the received chunks may pin much
@@ -101,4 +130,22 @@ pub(super) async fn fill(
     leader.finish();
     // After the clients are served: the disk copy is for later requests.
     cache.write_through(&key, &entry).await;
+}
+
+/// A writer for a disk-only object, or `None` (logged) when the disk tier
+/// refuses it.
+fn disk_writer(cache: &HttpCache, key: &CacheKey, plan: &StorePlan) -> Option<DiskWriter> {
+    let disk = cache.disk.as_ref()?;
+    let head = ObjectHead {
+        status: plan.head.status,
+        headers: plan.head.headers.clone(),
+        times: plan.times,
+        lifetime: plan.lifetime,
+        directives: plan.directives.clone(),
+        vary: plan.head.vary.clone(),
+        secondary: plan.head.secondary.clone(),
+    };
+    disk.begin_write(key, &head, plan.length)
+        .map_err(|error| tracing::debug!(%error, "disk tier refused the object"))
+        .ok()
 }

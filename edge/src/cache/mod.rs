@@ -67,10 +67,12 @@ mod disk_tier;
 mod fill;
 mod partial;
 mod policy;
+mod purge;
 mod range_body;
 mod store;
 
 pub use policy::SitePolicy;
+pub use purge::Purged;
 
 use bodies::{FlightBody, StoredBody};
 use disk_tier::{DISK_HIT, FromDisk, MEMORY_HIT, Tier};

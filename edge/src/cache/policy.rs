@@ -24,6 +24,11 @@ pub struct SitePolicy {
 }
 
 impl SitePolicy {
+    /// How this site's cache keys are built.
+    pub fn key_options(&self) -> &KeyOptions {
+        &self.key
+    }
+
     /// The policy of one site.
     pub fn new(site: &edge_config::SiteCache, cache: &edge_config::Cache) -> anyhow::Result<Self> {
         let key_headers = site

@@ -32,7 +32,8 @@ impl Fetch {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())?;
-        if length > self.cache.max_object() {
+        let disk_only = length > self.cache.max_object();
+        if disk_only && !self.cache.disk_takes(length) {
             return None;
         }
         let (directives, source) =
@@ -96,6 +97,7 @@ impl Fetch {
                 secondary,
             },
             length,
+            disk_only,
             times,
             lifetime,
             directives,
