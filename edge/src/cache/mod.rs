@@ -281,7 +281,7 @@ impl Fetch {
             Joined::Follower(follower) => match follower.head(self.cache.lock_timeout).await {
                 Ok(head) if head_fits(&head, &req.headers) => {
                     let status = self.cache.status(&format!("fwd={fwd}; collapsed"));
-                    self.policy.counters.record(Outcome::Miss, 0);
+                    self.record(Outcome::Miss, 0);
                     self.answer_from_flight(&head, follower, &status)
                 }
                 _ => {
@@ -382,7 +382,7 @@ impl Fetch {
             Some(_) => Outcome::Revalidated,
             None => Outcome::Miss,
         };
-        self.policy.counters.record(outcome, 0);
+        self.record(outcome, 0);
         let (head, body) = response.into_parts();
         let Some(plan) = self.store_plan(req, directives, &head, request_time, response_time)
         else {
@@ -415,7 +415,12 @@ impl Fetch {
         let Joined::Leader(leader) = self.cache.flights.join(key.clone()) else {
             return;
         };
-        let fetch = self.clone();
+        // The refresh is not this request's doing: it must not overwrite
+        // the request's own outcome (a hit) or name an endpoint it never used.
+        let fetch = Fetch {
+            upstream: self.upstream.detached(),
+            ..self.clone()
+        };
         let req = CacheableRequest {
             method: Method::GET,
             headers: req.headers.clone(),
@@ -453,14 +458,14 @@ impl Fetch {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.headers_mut() = validation::not_modified_headers(&entry.headers);
-            self.policy.counters.record(outcome, 0);
+            self.record(outcome, 0);
             return self.finish_headers(response, Some(age_value), &cache_status);
         }
         let body = if req.method == Method::HEAD {
-            self.policy.counters.record(outcome, 0);
+            self.record(outcome, 0);
             body::empty()
         } else {
-            self.policy.counters.record(outcome, entry.body_len());
+            self.record(outcome, entry.body_len());
             StoredBody {
                 entry: entry.clone(),
                 next: 0,
@@ -499,7 +504,7 @@ impl Fetch {
         member: &str,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
-        self.policy.counters.record(outcome, 0);
+        self.record(outcome, 0);
         match self
             .send(req.method.clone(), &req.path_and_query, req.headers.clone())
             .await
@@ -543,6 +548,12 @@ impl Fetch {
         )));
         *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
         self.finish_headers(response, None, &self.cache.status("fwd=miss"))
+    }
+
+    /// Counts `outcome` for the site and notes it for the request's record.
+    fn record(&self, outcome: Outcome, bytes: u64) {
+        self.policy.counters.record(outcome, bytes);
+        self.upstream.note_cache(outcome);
     }
 
     async fn send(
