@@ -225,9 +225,9 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             access: AccessLogTarget::Off,
-            // 8192 lines of about 300 bytes each (~2.5 MiB of queue) absorb
-            // a one-second stall of the disk at 8000 requests/s per node
-            // before anything is dropped.
+            // 8192 queued lines (about 250 bytes each, ~2 MiB allocated up
+            // front) absorb a one-second stall of the disk at 8000
+            // requests/s before anything is dropped.
             access_buffer: 8192,
             request_id: true,
         }

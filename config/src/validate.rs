@@ -509,9 +509,9 @@ fn sites(config: &Config, path: &KeyPath) -> Checked {
     Ok(())
 }
 
-/// Largest accepted `log.access_buffer`: a queued line holds its record
-/// (about 200 bytes) in the channel, so a million lines is already ~200 MiB
-/// of memory spent on a disk that cannot keep up.
+/// Largest accepted `log.access_buffer`: the queue's slots (about 250
+/// bytes each) are allocated up front, so a million lines is already
+/// ~250 MiB of memory spent on a disk that cannot keep up.
 const MAX_ACCESS_BUFFER: usize = 1 << 20;
 
 /// Whether the log file can be opened is checked by edge when it opens it

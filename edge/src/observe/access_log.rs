@@ -30,6 +30,11 @@ use super::record::RequestRecord;
 /// notice, rarely enough that a full disk does not flood the error log.
 pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Longest pause between batches while lines keep coming: they wait at
+/// most this long to become visible in the file, and a busy node's writer
+/// wakes at most ~200 times a second instead of once per request.
+const MAX_LINGER: Duration = Duration::from_millis(5);
+
 /// The writer's output buffer: many lines per write(2) under load, and
 /// larger than any one line (paths and hosts are bounded), so a line is
 /// never split across two writes.
@@ -125,7 +130,14 @@ impl AccessLogWriter {
         let (log, records) = AccessLog::channel(capacity);
         let reopens = matches!(destination, Destination::File(_));
         let (finished_tx, finished) = mpsc::channel();
-        let thread = spawn_writer(records, log.shared.clone(), destination, file, finished_tx)?;
+        let thread = spawn_writer(
+            records,
+            capacity,
+            log.shared.clone(),
+            destination,
+            file,
+            finished_tx,
+        )?;
         Ok(Some(AccessLogWriter {
             log,
             reopens,
@@ -203,9 +215,20 @@ fn open_append(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
 }
 
+/// How long to let lines gather after writing `written` of them that
+/// arrived over `period`: at that rate, at most a quarter of the queue's
+/// `capacity` fills meanwhile (so lingering never causes drops), and never
+/// longer than [`MAX_LINGER`].
+fn linger(written: usize, period: Duration, capacity: usize) -> Duration {
+    let quarter = (capacity / 4) as f64;
+    let secs = period.as_secs_f64() * quarter / written.max(1) as f64;
+    Duration::from_secs_f64(secs.min(MAX_LINGER.as_secs_f64()))
+}
+
 /// Starts the writer thread on `records`, writing to `file`.
 fn spawn_writer(
     records: Receiver<Message>,
+    capacity: usize,
     shared: Arc<Shared>,
     destination: Destination,
     file: File,
@@ -217,6 +240,7 @@ fn spawn_writer(
             Writer {
                 out: BufWriter::with_capacity(WRITE_BUFFER, file),
                 destination,
+                capacity,
                 shared,
                 line: Vec::with_capacity(512),
                 reported_drops: 0,
@@ -231,6 +255,8 @@ fn spawn_writer(
 struct Writer {
     out: BufWriter<File>,
     destination: Destination,
+    /// Size of the queue, which bounds how long to let lines gather.
+    capacity: usize,
     shared: Arc<Shared>,
     /// The line being formatted, reused.
     line: Vec<u8>,
@@ -243,38 +269,65 @@ struct Writer {
 impl Writer {
     fn run(&mut self, records: &Receiver<Message>) {
         let mut next_report = Instant::now() + DROP_REPORT_INTERVAL;
+        // When the queue was last seen empty: the lines of the next batch
+        // arrived since then.
+        let mut emptied = Instant::now();
+        let mut written = 0usize;
         loop {
-            let message = match records.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    // Momentarily idle: make what we have visible.
-                    self.flush();
-                    if self.shared.closing.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let wait = next_report.saturating_duration_since(Instant::now());
-                    match records.recv_timeout(wait) {
-                        Ok(message) => Some(message),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
+            loop {
+                match records.try_recv() {
+                    Ok(message) => written += self.handle(message),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        self.report();
+                        return;
                     }
                 }
-            };
-            if self.shared.reopen.swap(false, Ordering::AcqRel) {
-                self.reopen();
             }
-            if let Some(Message::Record(record)) = message {
-                self.write(&record);
+            // Momentarily empty: make what we have visible.
+            self.flush();
+            if self.shared.closing.load(Ordering::Acquire) {
+                break;
             }
             let now = Instant::now();
             if now >= next_report {
                 self.report();
                 next_report = now + DROP_REPORT_INTERVAL;
             }
+            if written > 0 {
+                // Busy: let the next lines gather while we sleep, rather
+                // than be woken (a futex call on the worker's side) for
+                // each one.
+                let linger = linger(written, now - emptied, self.capacity);
+                emptied = now;
+                written = 0;
+                std::thread::sleep(linger);
+                continue;
+            }
+            emptied = now;
+            match records.recv_timeout(next_report.saturating_duration_since(now)) {
+                Ok(message) => written += self.handle(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
         }
         self.flush();
         self.report();
+    }
+
+    /// Acts on one message; returns the lines written (0 or 1).
+    fn handle(&mut self, message: Message) -> usize {
+        if self.shared.reopen.swap(false, Ordering::AcqRel) {
+            self.reopen();
+        }
+        match message {
+            Message::Record(record) => {
+                self.write(&record);
+                1
+            }
+            Message::Wake => 0,
+        }
     }
 
     fn write(&mut self, record: &RequestRecord) {
@@ -369,15 +422,13 @@ mod tests {
             client: "127.0.0.1:4000".parse().unwrap(),
             scheme: "http",
             method: http::Method::GET,
-            host: None,
-            target: Some(http::uri::PathAndQuery::from_static("/t")),
+            text: crate::observe::record::RequestText::new(None, Some("/t"), None),
             version: http::Version::HTTP_11,
             status: Some(http::StatusCode::OK),
             bytes: n,
             duration: Duration::ZERO,
             upstream: None,
             cache: None,
-            request_id: None,
             aborted: false,
         }
     }
@@ -406,6 +457,7 @@ mod tests {
         let (finished_tx, finished) = mpsc::channel();
         let thread = spawn_writer(
             records,
+            2,
             log.shared.clone(),
             Destination::File(path.clone()),
             file,
@@ -453,6 +505,18 @@ mod tests {
         let after: Vec<_> = lines(&path).iter().map(|l| l["bytes"].clone()).collect();
         assert_eq!(before, [1]);
         assert_eq!(after, [2]);
+    }
+
+    #[test]
+    fn lingering_lets_at_most_a_quarter_of_the_queue_fill() {
+        let ms = Duration::from_millis;
+        // 100 lines in 10 ms with room for 8192: linger the most.
+        assert_eq!(linger(100, ms(10), 8192), MAX_LINGER);
+        // 1000 lines in 1 ms with room for 1024: 256 more take 0.256 ms.
+        assert_eq!(linger(1000, ms(1), 1024), Duration::from_micros(256));
+        // A queue of 1..3 has no quarter to spare: no lingering at all.
+        assert_eq!(linger(1, ms(1), 3), Duration::ZERO);
+        assert_eq!(linger(0, Duration::ZERO, 8192), Duration::ZERO);
     }
 
     #[test]

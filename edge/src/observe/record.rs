@@ -3,17 +3,22 @@
 //!
 //! Pure data and formatting: the pipeline fills a record while it answers,
 //! the writer thread turns it into text. Formatting happens on the writer
-//! thread, never on a worker, so a record holds cheap clones of what the
-//! request already had (`Bytes`-backed header values and paths) rather than
-//! strings built for it.
+//! thread, never on a worker. The request's text (host, path, id) is
+//! copied into one small buffer rather than kept as clones of its header
+//! values: those are slices of the connection's read buffer, and a slice
+//! still alive on the writer thread makes hyper allocate a new read buffer
+//! for the connection's next request. Measured with a saturated worker
+//! serving cache hits: worker CPU per request went from ~13 µs to ~16 µs
+//! with the clones, and stays within noise with the copy.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use edge_cache::counters::Outcome;
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use serde::Serialize;
 
 /// Longest path (with query) written to a line, in bytes: enough for any
@@ -34,10 +39,8 @@ pub struct RequestRecord {
     pub scheme: &'static str,
     /// Request method.
     pub method: Method,
-    /// The host the client named (`:authority`, else `Host`), if any.
-    pub host: Option<HeaderValue>,
-    /// Path and query of the request target, if it had one.
-    pub target: Option<PathAndQuery>,
+    /// Host, path and request id.
+    pub text: RequestText,
     /// The client's protocol.
     pub version: Version,
     /// Status of the response; `None` if the client left before one existed.
@@ -50,8 +53,6 @@ pub struct RequestRecord {
     pub upstream: Option<SocketAddr>,
     /// What the cache step did, when the request went through it.
     pub cache: Option<Outcome>,
-    /// The request's `X-Request-Id`.
-    pub request_id: Option<HeaderValue>,
     /// The response body did not end normally: the client left, or the
     /// body failed (origin reset, stall) before its end.
     pub aborted: bool,
@@ -66,24 +67,15 @@ impl RequestRecord {
             client_port: self.client.port(),
             scheme: self.scheme,
             method: self.method.as_str(),
-            host: self
-                .host
-                .as_ref()
-                .map(|h| bounded(&String::from_utf8_lossy(h.as_bytes()), MAX_HOST_LEN).to_owned()),
-            path: self
-                .target
-                .as_ref()
-                .map(|t| bounded(t.as_str(), MAX_PATH_LEN)),
+            host: self.text.host(),
+            path: self.text.path(),
             protocol: protocol(self.version),
             status: self.status.map(|s| s.as_u16()),
             bytes: self.bytes,
             duration_ms: duration_ms(self.duration),
             upstream: self.upstream.map(Text),
             cache: self.cache.map(cache_label),
-            request_id: self
-                .request_id
-                .as_ref()
-                .map(|id| String::from_utf8_lossy(id.as_bytes())),
+            request_id: self.text.request_id(),
             aborted: self.aborted,
         };
         serde_json::to_writer(&mut *out, &line).expect("serialising to a Vec cannot fail");
@@ -99,7 +91,7 @@ struct JsonLine<'a> {
     client_port: u16,
     scheme: &'static str,
     method: &'a str,
-    host: Option<String>,
+    host: Option<&'a str>,
     path: Option<&'a str>,
     protocol: &'static str,
     status: Option<u16>,
@@ -107,8 +99,68 @@ struct JsonLine<'a> {
     duration_ms: f64,
     upstream: Option<Text<SocketAddr>>,
     cache: Option<&'static str>,
-    request_id: Option<std::borrow::Cow<'a, str>>,
+    request_id: Option<&'a str>,
     aborted: bool,
+}
+
+/// A request's text fields, bounded, in one buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestText {
+    text: String,
+    host: Option<Range<usize>>,
+    path: Option<Range<usize>>,
+    request_id: Option<Range<usize>>,
+}
+
+impl RequestText {
+    /// Copies `host` (at most [`MAX_HOST_LEN`] bytes), `path` (at most
+    /// [`MAX_PATH_LEN`]) and `request_id`; bytes that are not UTF-8 are
+    /// replaced.
+    pub fn new(host: Option<&[u8]>, path: Option<&str>, request_id: Option<&[u8]>) -> Self {
+        let host = host.map(|h| bounded_lossy(h, MAX_HOST_LEN));
+        let path = path.map(|p| bounded(p, MAX_PATH_LEN));
+        let request_id = request_id.map(String::from_utf8_lossy);
+        let len = [host.as_deref(), path, request_id.as_deref()]
+            .iter()
+            .map(|f| f.map_or(0, str::len))
+            .sum();
+        let mut text = String::with_capacity(len);
+        let mut push = |field: Option<&str>| {
+            field.map(|f| {
+                let start = text.len();
+                text.push_str(f);
+                start..text.len()
+            })
+        };
+        let host = push(host.as_deref());
+        let path = push(path);
+        let request_id = push(request_id.as_deref());
+        RequestText {
+            text,
+            host,
+            path,
+            request_id,
+        }
+    }
+
+    /// The host the client named (`:authority`, else `Host`), if any.
+    pub fn host(&self) -> Option<&str> {
+        self.field(&self.host)
+    }
+
+    /// Path and query of the request target, if it had one.
+    pub fn path(&self) -> Option<&str> {
+        self.field(&self.path)
+    }
+
+    /// The request's `X-Request-Id`, if it has one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.field(&self.request_id)
+    }
+
+    fn field(&self, range: &Option<Range<usize>>) -> Option<&str> {
+        range.clone().map(|r| &self.text[r])
+    }
 }
 
 /// Serialises a `Display` value as a JSON string without an intermediate
@@ -149,6 +201,15 @@ fn duration_ms(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
+/// `bytes` as text (invalid UTF-8 replaced, which only then allocates),
+/// cut to at most `max` bytes.
+fn bounded_lossy(bytes: &[u8], max: usize) -> Cow<'_, str> {
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => Cow::Borrowed(bounded(text, max)),
+        Cow::Owned(text) => Cow::Owned(bounded(&text, max).to_owned()),
+    }
+}
+
 /// `text` cut to at most `max` bytes, on a character boundary.
 fn bounded(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -172,15 +233,13 @@ mod tests {
             client: "[::ffff:192.0.2.7]:51000".parse().unwrap(),
             scheme: "https",
             method: Method::GET,
-            host: Some(HeaderValue::from_static("example.com")),
-            target: Some(PathAndQuery::from_static("/a/b?x=1")),
+            text: RequestText::new(Some(b"example.com"), Some("/a/b?x=1"), Some(b"abc-123")),
             version: Version::HTTP_2,
             status: Some(StatusCode::OK),
             bytes: 1234,
             duration: Duration::from_micros(15_250),
             upstream: Some("10.0.0.5:8080".parse().unwrap()),
             cache: Some(Outcome::Miss),
-            request_id: Some(HeaderValue::from_static("abc-123")),
             aborted: false,
         }
     }
@@ -208,12 +267,10 @@ mod tests {
     #[test]
     fn absent_values_are_null() {
         let mut r = record();
-        r.host = None;
-        r.target = None;
+        r.text = RequestText::default();
         r.status = None;
         r.upstream = None;
         r.cache = None;
-        r.request_id = None;
         r.aborted = true;
         let line = json(&r);
         for field in [
@@ -233,10 +290,8 @@ mod tests {
     fn hostile_values_are_escaped_and_bounded() {
         let mut r = record();
         r.method = Method::from_bytes(b"M-SEARCH").unwrap();
-        r.request_id = Some(HeaderValue::from_static(r#"a"b\c"#));
-        r.host = Some(HeaderValue::from_bytes(b"h\xe9st").unwrap());
         let long = format!("/{}", "é".repeat(MAX_PATH_LEN));
-        r.target = Some(PathAndQuery::try_from(long.as_str()).unwrap());
+        r.text = RequestText::new(Some(b"h\xe9st"), Some(&long), Some(br#"a"b\c"#));
         let line = json(&r);
         assert_eq!(line.matches('\n').count(), 1, "one line: {line}");
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -257,5 +312,26 @@ mod tests {
         assert_eq!(cache_label(Outcome::Hit), "hit");
         assert_eq!(bounded("héllo", 2), "h");
         assert_eq!(bounded("hé", 3), "hé");
+    }
+
+    /// Every queue slot holds one record, allocated up front: keep it small.
+    #[test]
+    fn a_record_fits_a_queue_slot_budget() {
+        let size = std::mem::size_of::<RequestRecord>();
+        eprintln!("RequestRecord: {size} bytes");
+        assert!(size <= 320, "{size} bytes");
+    }
+
+    #[test]
+    fn request_text_keeps_each_field_apart() {
+        let text = RequestText::new(Some(b"a.com"), None, Some(b"id-1"));
+        assert_eq!(text.host(), Some("a.com"));
+        assert_eq!(text.path(), None);
+        assert_eq!(text.request_id(), Some("id-1"));
+        let long_host = vec![b'h'; 1000];
+        let text = RequestText::new(Some(&long_host), Some(""), None);
+        assert_eq!(text.host().unwrap().len(), MAX_HOST_LEN);
+        assert_eq!(text.path(), Some(""));
+        assert_eq!(text.request_id(), None);
     }
 }
