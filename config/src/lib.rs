@@ -86,6 +86,33 @@ mod tests {
         assert_eq!(config.admin.token, None);
         assert_eq!(config.cache.memory, 256 * 1024 * 1024);
         assert!(config.sites.is_empty() && config.pools.is_empty());
+        assert_eq!(config.log.access, AccessLogTarget::Off);
+        assert_eq!(config.log.access_buffer, 8192);
+        assert!(config.log.request_id);
+    }
+
+    #[test]
+    fn log_destinations() {
+        let cases = [
+            ("off", AccessLogTarget::Off),
+            ("stdout", AccessLogTarget::Stdout),
+            (
+                "/var/log/edge/access.log",
+                AccessLogTarget::File("/var/log/edge/access.log".into()),
+            ),
+            // Only the exact words are keywords; anything else is a file.
+            ("./off", AccessLogTarget::File("./off".into())),
+            ("STDOUT", AccessLogTarget::File("STDOUT".into())),
+        ];
+        for (access, want) in cases {
+            let src = format!(
+                "{LISTENER}[log]\naccess = {access:?}\naccess_buffer = 16\nrequest_id = false\n"
+            );
+            let log = parse(&src, Path::new("edge.toml")).unwrap().log;
+            assert_eq!(log.access, want, "{access}");
+            assert_eq!(log.access_buffer, 16);
+            assert!(!log.request_id);
+        }
     }
 
     #[test]
@@ -258,6 +285,34 @@ mod tests {
                 10,
                 "admin.listen",
                 "invalid socket address \"127.0.0.1\"",
+            ),
+            (
+                "[log]\naccess = true\n",
+                2,
+                10,
+                "log.access",
+                "invalid type: boolean `true`, expected \"off\", \"stdout\" or a file path",
+            ),
+            (
+                "[log]\nrequest_id = \"yes\"\n",
+                2,
+                14,
+                "log.request_id",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "[log]\naccess_buffer = \"8KiB\"\n",
+                2,
+                17,
+                "log.access_buffer",
+                "invalid type: string \"8KiB\"",
+            ),
+            (
+                "[log]\nerror = \"stderr\"\n",
+                2,
+                1,
+                "log.error",
+                "unknown field `error`, expected one of `access`, `access_buffer`, `request_id`",
             ),
         ];
         for &(src, line, column, key, message) in cases {

@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use crate::locate::KeyPath;
-use crate::{Balance, Config, ListenerTls, Pool, Site};
+use crate::{AccessLogTarget, Balance, Config, ListenerTls, Pool, Site};
 
 /// A broken rule: where, and what to do about it.
 #[derive(Debug)]
@@ -51,7 +51,8 @@ pub(crate) fn validate(config: &Config) -> Checked {
         self::pool(pool, &root.key("pools").key(name))?;
     }
     dns(config, &root.key("dns"))?;
-    sites(config, &root.key("sites"))
+    sites(config, &root.key("sites"))?;
+    log(config, &root.key("log"))
 }
 
 fn node(config: &Config, path: &KeyPath) -> Checked {
@@ -593,6 +594,44 @@ fn sites(config: &Config, path: &KeyPath) -> Checked {
     Ok(())
 }
 
+/// Largest accepted `log.access_buffer`: the queue's slots (about 250
+/// bytes each) are allocated up front, so a million lines is already
+/// ~250 MiB of memory spent on a disk that cannot keep up.
+const MAX_ACCESS_BUFFER: usize = 1 << 20;
+
+/// Whether the log file can be opened is checked by edge when it opens it
+/// (at start and on SIGUSR1), where it can name the error.
+fn log(config: &Config, path: &KeyPath) -> Checked {
+    let log = &config.log;
+    if let AccessLogTarget::File(file) = &log.access {
+        let text = file.to_string_lossy();
+        if text.is_empty() {
+            return invalid(
+                path.key("access"),
+                "empty path; write \"off\", \"stdout\" or a file, like \"/var/log/edge/access.log\"",
+            );
+        }
+        if text.ends_with('/') {
+            return invalid(
+                path.key("access"),
+                format!(
+                    "{text:?} names a directory; name the log file in it, like \"{text}access.log\""
+                ),
+            );
+        }
+    }
+    if !(1..=MAX_ACCESS_BUFFER).contains(&log.access_buffer) {
+        return invalid(
+            path.key("access_buffer"),
+            format!(
+                "{} is out of range; expected 1 to {MAX_ACCESS_BUFFER} lines, like 8192",
+                log.access_buffer
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn pool_ref(config: &Config, name: &str, path: KeyPath) -> Checked {
     if config.pools.contains_key(name) {
         return Ok(());
@@ -886,6 +925,35 @@ endpoints = [\"127.0.0.1:9000\"]
                 "listeners[1].addr",
                 "127.0.0.1:9901 is already used by admin.listen",
             ),
+            // The access log: a file name, a queue of 1 to 2^20 lines.
+            (
+                "[log]\naccess = \"\"\n",
+                8,
+                10,
+                "log.access",
+                "empty path; write \"off\", \"stdout\" or a file",
+            ),
+            (
+                "[log]\naccess = \"/var/log/edge/\"\n",
+                8,
+                10,
+                "log.access",
+                "\"/var/log/edge/\" names a directory; name the log file in it, like \"/var/log/edge/access.log\"",
+            ),
+            (
+                "[log]\naccess = \"stdout\"\naccess_buffer = 0\n",
+                9,
+                17,
+                "log.access_buffer",
+                "0 is out of range; expected 1 to 1048576 lines",
+            ),
+            (
+                "[log]\naccess_buffer = 2000000\n",
+                8,
+                17,
+                "log.access_buffer",
+                "2000000 is out of range",
+            ),
         ];
         for &(tail, line, column, key, message) in cases {
             let e = parse_error(&format!("{BASE}{tail}"));
@@ -945,6 +1013,9 @@ endpoints = [\"127.0.0.1:9000\"]
             "[[listeners]]\naddr = \"127.0.0.1:0\"\ntls = { certs = [{ cert = \"a.pem\", key = \"a.key\" }, { cert = \"b.pem\", key = \"b.key\", default = true }], ticket_key_file = \"t.key\", session_cache = 0, handshake_timeout = \"500ms\" }\n",
             "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nredirect_https = 301\nhsts = \"max-age=0\"\n",
             "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nredirect_https = 308\nhsts = \"max-age=31536000; includeSubDomains; preload\"\n",
+            "[log]\naccess = \"off\"\n",
+            "[log]\naccess = \"stdout\"\naccess_buffer = 1\nrequest_id = false\n",
+            "[log]\naccess = \"logs/access.log\"\naccess_buffer = 1048576\n",
         ];
         for tail in tails {
             let src = format!("{BASE}{tail}");

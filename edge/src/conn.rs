@@ -155,7 +155,9 @@ impl HttpServer {
             let decision = https.as_ref().map(|policy| policy.decide(&req, tls));
             async move {
                 let hsts = match decision {
-                    Some(Decision::Redirect(response)) => return Ok(response),
+                    Some(Decision::Redirect(response)) => {
+                        return Ok(proxy.answered_by_backend(req, client, response));
+                    }
                     Some(Decision::Serve(hsts)) => hsts,
                     None => None,
                 };

@@ -3,8 +3,8 @@
 //! Modules in request order: `listen` → `worker` → `conn` (the socket
 //! backend, with `tls` termination and the `https` site rules) → `proxy`
 //! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
-//! `body`; `admin` and `node` run the process, `demo` is the
-//! self-contained showcase.
+//! `body` → `observe` (request ids, the access log); `admin` and `node` run
+//! the process, `demo` is the self-contained showcase.
 
 mod admin;
 mod body;
@@ -18,6 +18,7 @@ mod health;
 mod https;
 mod listen;
 mod node;
+mod observe;
 mod origin_pool;
 mod proxy;
 mod purge;
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::node::{Node, StopSignals};
+use crate::node::{Control, Node, StopSignals};
 
 /// Exit status for a configuration that does not validate.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -101,8 +102,11 @@ fn serve(config: &edge_config::Config, on_ready: impl FnOnce(&Node)) -> anyhow::
     let node = Node::start(config)?;
     node.announce();
     on_ready(&node);
-    signals.wait(|| {
-        node.reload();
+    signals.wait(|control| match control {
+        Control::Reload => {
+            node.reload();
+        }
+        Control::ReopenLogs => node.reopen_logs(),
     });
     node.drain(&mut signals);
     Ok(())

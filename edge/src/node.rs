@@ -1,7 +1,8 @@
-//! A running node: loads every certificate and binds every socket up
-//! front (so a bad file or address fails start-up, not a worker later),
-//! starts the workers and the admin thread, reloads certificates on SIGHUP,
-//! and on SIGTERM/SIGINT drains them.
+//! A running node: loads every certificate, opens the access log and binds
+//! every socket up front (so a bad file or address fails start-up, not a
+//! worker later), starts the workers and the admin thread, reloads
+//! certificates on SIGHUP, reopens the access log on SIGUSR1, and on
+//! SIGTERM/SIGINT drains the workers and flushes the log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,19 +18,35 @@ use crate::discovery::Dns;
 use crate::health;
 use crate::https::HttpsPolicy;
 use crate::listen;
+use crate::observe::access_log::AccessLogWriter;
 use crate::proxy::Pipeline;
 use crate::tls::TlsListener;
 use crate::tls::reload::{CertReloader, ReloadReport};
 use crate::worker::{self, WorkerSpec};
 
-/// SIGTERM and SIGINT (drain) and SIGHUP (reload), caught from process
-/// start so that a signal arriving while we start up is handled instead of
-/// killing the process.
+/// How long the exit waits for the access log's last lines to be written:
+/// a disk that hangs must not keep a stopped node alive.
+const LOG_CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGTERM and SIGINT (drain), SIGHUP (reload) and SIGUSR1 (reopen logs),
+/// caught from process start so that a signal arriving while we start up
+/// is handled instead of killing the process (SIGUSR1's default action
+/// would kill it too).
 pub struct StopSignals {
     runtime: tokio::runtime::Runtime,
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr1: Signal,
+}
+
+/// A signal that asks a running node to do something other than stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// SIGHUP: re-read certificates.
+    Reload,
+    /// SIGUSR1: reopen the access log file (after logrotate moved it).
+    ReopenLogs,
 }
 
 impl StopSignals {
@@ -43,18 +60,20 @@ impl StopSignals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
             runtime,
         })
     }
 
-    /// Blocks until SIGTERM or SIGINT arrives, calling `on_hangup` for
-    /// every SIGHUP meanwhile.
-    pub fn wait(&mut self, mut on_hangup: impl FnMut()) {
+    /// Blocks until SIGTERM or SIGINT arrives, calling `on_control` for
+    /// every SIGHUP and SIGUSR1 meanwhile.
+    pub fn wait(&mut self, mut on_control: impl FnMut(Control)) {
         let StopSignals {
             runtime,
             term,
             int,
             hup,
+            usr1,
         } = self;
         runtime.block_on(async {
             loop {
@@ -63,7 +82,11 @@ impl StopSignals {
                     _ = int.recv() => break tracing::info!("SIGINT received: draining"),
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP received: reloading certificates");
-                        on_hangup();
+                        on_control(Control::Reload);
+                    }
+                    _ = usr1.recv() => {
+                        tracing::info!("SIGUSR1 received: reopening the access log");
+                        on_control(Control::ReopenLogs);
                     }
                 }
             }
@@ -82,6 +105,8 @@ pub struct Node {
     workers: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     drain_timeout: std::time::Duration,
+    /// The access log's writer, when the log is on.
+    access_log: Option<AccessLogWriter>,
 }
 
 impl Node {
@@ -89,7 +114,13 @@ impl Node {
     pub fn start(config: &Config) -> anyhow::Result<Node> {
         refuse_unbuilt_features(config)?;
         let dns = Dns::start(config)?;
-        let pipeline = Arc::new(Pipeline::new(config, &dns.specs())?);
+        let access_log = AccessLogWriter::start(&config.log.access, config.log.access_buffer)
+            .context("log.access: cannot start the access log")?;
+        let pipeline = Arc::new(Pipeline::new(
+            config,
+            &dns.specs(),
+            access_log.as_ref().map(AccessLogWriter::log),
+        )?);
         health::spawn(pipeline.clone())?;
         dns.spawn(pipeline.clone())?;
         let workers = config.workers();
@@ -169,6 +200,7 @@ impl Node {
             workers: handles,
             shutdown,
             drain_timeout: config.node.drain_timeout,
+            access_log,
         })
     }
 
@@ -199,8 +231,16 @@ impl Node {
         self.certs.reload()
     }
 
+    /// Reopens the access log file by its path (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain
-    /// timeout) and returns. A second signal abandons the drain.
+    /// timeout), writes the access log's last lines and returns. A second
+    /// signal abandons the drain.
     pub fn drain(self, signals: &mut StopSignals) {
         self.admin_state.set_phase(Phase::Draining);
         let _ = self.shutdown.send(true);
@@ -221,6 +261,10 @@ impl Node {
             }
         });
         tracing::debug!(timeout = ?self.drain_timeout, "drain finished");
+        // After the workers: their last responses' records are queued by now.
+        if let Some(log) = self.access_log {
+            log.close(LOG_CLOSE_DEADLINE);
+        }
     }
 }
 

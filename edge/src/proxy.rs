@@ -1,4 +1,4 @@
-//! The request pipeline: guards → route → forward → respond.
+//! The request pipeline: guards → route → forward → respond → observe.
 //!
 //! This is the part every socket backend shares. It takes an
 //! `http::Request` with any streaming body and returns an `http::Response`
@@ -25,6 +25,8 @@ use hyper::body::Incoming;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, Purged, SitePolicy};
 use crate::forward::{self, ViaValues};
+use crate::observe::access_log::AccessLog;
+use crate::observe::{Observer, RequestNotes};
 use crate::origin_pool::OriginPool;
 use crate::route::SiteTable;
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -59,12 +61,19 @@ pub struct Pipeline {
     cache: Arc<HttpCache>,
     /// Cache policy of each site.
     site_policies: Vec<Arc<SitePolicy>>,
+    /// Request ids and the access log.
+    observer: Observer,
 }
 
 impl Pipeline {
     /// Builds the routing tables of a validated configuration; `endpoints`
-    /// holds each pool's resolved endpoints, in config order.
-    pub fn new(config: &Config, endpoints: &[Vec<EndpointSpec>]) -> anyhow::Result<Self> {
+    /// holds each pool's resolved endpoints, in config order; records of
+    /// finished requests go to `access_log` when given.
+    pub fn new(
+        config: &Config,
+        endpoints: &[Vec<EndpointSpec>],
+        access_log: Option<AccessLog>,
+    ) -> anyhow::Result<Self> {
         let pool_names: Vec<&String> = config.pools.keys().collect();
         let epoch = Epoch::new(Instant::now());
         let pools = config
@@ -96,6 +105,7 @@ impl Pipeline {
                 .iter()
                 .map(|site| SitePolicy::new(&site.cache, &config.cache).map(Arc::new))
                 .collect::<anyhow::Result<_>>()?,
+            observer: Observer::new(&config.log, access_log),
         })
     }
 }
@@ -140,13 +150,52 @@ impl Proxy {
         Proxy { pipeline, clients }
     }
 
-    /// Answers one request.
+    /// Answers one request, and observes it: its `X-Request-Id` goes
+    /// upstream and back, and its access-log record completes when the
+    /// response body does.
     pub async fn handle<B>(&self, req: Request<B>, client: ClientInfo) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (mut head, body) = req.into_parts();
+        let observation = self
+            .pipeline
+            .observer
+            .begin(&mut head, client.addr, client.proto);
+        let response = self.answer(head, body, client, observation.notes()).await;
+        observation.finish(response)
+    }
+
+    /// Observes a request the socket backend answered itself (an HTTPS
+    /// redirect), so it has an id and a log line like any other.
+    pub fn answered_by_backend<B>(
+        &self,
+        req: Request<B>,
+        client: ClientInfo,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let (mut head, _body) = req.into_parts();
+        let observation = self
+            .pipeline
+            .observer
+            .begin(&mut head, client.addr, client.proto);
+        observation.finish(response)
+    }
+
+    /// The pipeline proper: guards, route, cache or forward. `notes`, when
+    /// given, hears which endpoint and cache outcome served the request.
+    async fn answer<B>(
+        &self,
+        mut head: http::request::Parts,
+        body: B,
+        client: ClientInfo,
+        notes: Option<Arc<RequestNotes>>,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let pipeline = &*self.pipeline;
         let downstream_version = head.version;
 
@@ -205,6 +254,7 @@ impl Proxy {
             client: self.clients[pool].clone(),
             from: client,
             version: downstream_version,
+            notes,
         };
         let path_and_query = head
             .uri
@@ -263,6 +313,7 @@ impl Proxy {
                     .append(header::VIA, pipeline.via.for_version(head.version).clone());
                 pipeline.cache.mark_bypass(&mut head.headers);
                 policy.counters.record(Outcome::Bypass, 0);
+                upstream.note_cache(Outcome::Bypass);
                 // We answer in the client's protocol, whatever the origin spoke.
                 head.version = downstream_version;
                 Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
@@ -285,9 +336,27 @@ pub struct Upstream {
     client: Arc<UpstreamClient>,
     from: ClientInfo,
     version: Version,
+    /// The request's notes, when it is observed.
+    notes: Option<Arc<RequestNotes>>,
 }
 
 impl Upstream {
+    /// The same way upstream for work done on no client's behalf (a
+    /// background refresh): it notes nothing in the request that started it.
+    pub fn detached(&self) -> Upstream {
+        Upstream {
+            notes: None,
+            ..self.clone()
+        }
+    }
+
+    /// Notes the cache step's outcome for the request's record.
+    pub fn note_cache(&self, outcome: Outcome) {
+        if let Some(notes) = &self.notes {
+            notes.cache(outcome);
+        }
+    }
+
     /// The pool's idle-body timeout.
     pub fn body_timeout(&self) -> Duration {
         self.pipeline.pools[self.pool].settings.body_timeout
@@ -349,6 +418,9 @@ impl Upstream {
                     UpstreamError::NoEndpoint
                 })?;
             let endpoint = guard.addr();
+            if let Some(notes) = &self.notes {
+                notes.upstream(endpoint);
+            }
             let mut upstream = Request::new(body.take().unwrap_or_else(body::empty));
             *upstream.method_mut() = method.clone();
             *upstream.uri_mut() = upstream_uri(pool.settings.scheme(), endpoint, path_and_query);

@@ -333,7 +333,7 @@ impl Fetch {
             Joined::Follower(follower) => match follower.head(self.cache.lock_timeout).await {
                 Ok(head) if head_fits(&head, &req.headers) => {
                     let status = self.cache.status(&format!("fwd={fwd}; collapsed"));
-                    self.policy.counters.record(Outcome::Miss, 0);
+                    self.record(Outcome::Miss, 0);
                     self.answer_from_flight(&req, &head, follower, &status)
                 }
                 _ => {
@@ -438,7 +438,7 @@ impl Fetch {
             Some(_) => Outcome::Revalidated,
             None => Outcome::Miss,
         };
-        self.policy.counters.record(outcome, 0);
+        self.record(outcome, 0);
         let (head, body) = response.into_parts();
         let Some(plan) = self.store_plan(req, directives, &head, request_time, response_time)
         else {
@@ -474,7 +474,12 @@ impl Fetch {
         let Joined::Leader(leader) = self.cache.flights.join(key.clone()) else {
             return;
         };
-        let fetch = self.clone();
+        // The refresh is not this request's doing: it must not overwrite
+        // the request's own outcome (a hit) or name an endpoint it never used.
+        let fetch = Fetch {
+            upstream: self.upstream.detached(),
+            ..self.clone()
+        };
         let req = CacheableRequest {
             method: Method::GET,
             headers: req.headers.clone(),
@@ -539,7 +544,7 @@ impl Fetch {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.headers_mut() = validation::not_modified_headers(parts.headers);
-            self.policy.counters.record(outcome, 0);
+            self.record(outcome, 0);
             return self.finish_headers(response, Some(age_value), cache_status);
         }
         let length = parts.length;
@@ -551,11 +556,11 @@ impl Fetch {
             length,
         );
         let body = if req.method == Method::HEAD {
-            self.policy.counters.record(outcome, 0);
+            self.record(outcome, 0);
             body::empty()
         } else {
             let served = partial::served_bytes(range, length);
-            self.policy.counters.record(outcome, served);
+            self.record(outcome, served);
             body()
         };
         let response = partial::respond(range, parts.status, parts.headers.clone(), body, length);
@@ -594,7 +599,7 @@ impl Fetch {
         member: &str,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
-        self.policy.counters.record(outcome, 0);
+        self.record(outcome, 0);
         let mut headers = req.headers.clone();
         if req.method == Method::HEAD {
             // Range is defined for GET only (RFC 9110 §14.2): a HEAD is
@@ -672,6 +677,12 @@ impl Fetch {
         )));
         *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
         self.finish_headers(response, None, &self.cache.status("fwd=miss"))
+    }
+
+    /// Counts `outcome` for the site and notes it for the request's record.
+    fn record(&self, outcome: Outcome, bytes: u64) {
+        self.policy.counters.record(outcome, bytes);
+        self.upstream.note_cache(outcome);
     }
 
     async fn send(
