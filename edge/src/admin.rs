@@ -20,6 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::proxy::Pipeline;
 use crate::purge::PurgeRequest;
 use crate::tls::reload::CertReloader;
@@ -44,8 +46,10 @@ pub struct AdminState {
     /// endpoints when set.
     token: Option<String>,
     certs: Arc<CertReloader>,
-    /// The pipeline whose cache `/purge` acts on.
+    /// The pipeline whose cache `/purge` acts on and `/metrics` reports.
     pipeline: Option<Arc<Pipeline>>,
+    /// Renders `/metrics`.
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AdminState {
@@ -56,6 +60,15 @@ impl AdminState {
             token,
             certs,
             pipeline: None,
+            metrics: None,
+        }
+    }
+
+    /// The same state, serving `/metrics` from `handle`.
+    pub fn with_metrics(self, handle: PrometheusHandle) -> Self {
+        AdminState {
+            metrics: Some(handle),
+            ..self
         }
     }
 
@@ -136,6 +149,8 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
             Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         (&Method::POST, "/reload") => return reload(req, state),
         (&Method::POST, "/purge") => return purge(req, state),
         (_, "/reload" | "/purge") => (StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
@@ -189,6 +204,23 @@ fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
             format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
         ),
     }
+}
+
+/// `GET /metrics`: the Prometheus text format (version 0.0.4).
+fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+    let (Some(handle), Some(pipeline)) = (&state.metrics, &state.pipeline) else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"starting\"}\n".into(),
+        );
+    };
+    let text = crate::observe::scrape::render(handle, pipeline);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 fn unauthorized() -> Response<Full<Bytes>> {

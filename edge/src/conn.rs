@@ -102,12 +102,17 @@ impl HttpServer {
         let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
         let stream = tokio::select! {
             finished = handshake => match finished {
-                Ok(Ok(stream)) => stream,
+                Ok(Ok(stream)) => {
+                    metrics::counter!("edge_tls_handshakes_total", "result" => "ok").increment(1);
+                    stream
+                }
                 Ok(Err(error)) => {
+                    metrics::counter!("edge_tls_handshakes_total", "result" => "failed").increment(1);
                     tracing::debug!(%peer, %error, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    metrics::counter!("edge_tls_handshakes_total", "result" => "timeout").increment(1);
                     tracing::debug!(%peer, ?timeout, "TLS handshake timed out; closing");
                     return;
                 }
@@ -141,6 +146,7 @@ impl HttpServer {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let tls = client.proto == "https";
+        let _open = OpenConnection::new(client.proto);
         let https = self.https.clone();
         let verdicts = Verdicts::default();
         let stream = FramingWatch::new(stream, verdicts.clone());
@@ -179,6 +185,24 @@ impl HttpServer {
             // hyper with 400/431): worth a debug line, not a warning.
             tracing::debug!(peer = %client.addr, %error, "connection ended with an error");
         }
+    }
+}
+
+/// Counts a connection in `edge_connections_open` while it lives.
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn new(scheme: &'static str) -> Self {
+        metrics::counter!("edge_connections_total", "scheme" => scheme).increment(1);
+        let open = metrics::gauge!("edge_connections_open", "scheme" => scheme);
+        open.increment(1.0);
+        OpenConnection(open)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

@@ -113,6 +113,7 @@ impl Node {
     /// Binds every listener and starts serving `config`.
     pub fn start(config: &Config) -> anyhow::Result<Node> {
         refuse_unbuilt_features(config)?;
+        let metrics = crate::observe::metrics::recorder()?;
         let dns = Dns::start(config)?;
         let access_log = AccessLogWriter::start(&config.log.access, config.log.access_buffer)
             .context("log.access: cannot start the access log")?;
@@ -167,7 +168,8 @@ impl Node {
         let admin = admin_socket.local_addr()?;
         let admin_state = Arc::new(
             AdminState::new(config.admin.token.clone(), certs.clone())
-                .with_pipeline(pipeline.clone()),
+                .with_pipeline(pipeline.clone())
+                .with_metrics(metrics),
         );
         admin::spawn(admin_socket, admin_state.clone())?;
 

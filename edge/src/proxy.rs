@@ -26,6 +26,7 @@ use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, Purged, SitePolicy};
 use crate::forward::{self, ViaValues};
 use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::RequestMetrics;
 use crate::observe::{Observer, RequestNotes};
 use crate::origin_pool::OriginPool;
 use crate::route::SiteTable;
@@ -105,7 +106,11 @@ impl Pipeline {
                 .iter()
                 .map(|site| SitePolicy::new(&site.cache, &config.cache).map(Arc::new))
                 .collect::<anyhow::Result<_>>()?,
-            observer: Observer::new(&config.log, access_log),
+            observer: Observer::new(
+                &config.log,
+                access_log,
+                RequestMetrics::new(config.sites.iter().map(|s| s.hosts[0].as_str())),
+            ),
         })
     }
 }
@@ -114,6 +119,16 @@ impl Pipeline {
     /// The origin pools, in config order.
     pub fn pools(&self) -> &[OriginPool] {
         &self.pools
+    }
+
+    /// The node's cache.
+    pub fn cache(&self) -> &HttpCache {
+        &self.cache
+    }
+
+    /// Ids, metrics and the access log.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// Purges `host` + `path_and_query` under the cache-key options of the
@@ -230,6 +245,9 @@ impl Proxy {
                 "edge: no site is configured for this host\n",
             );
         };
+        if let Some(notes) = &notes {
+            notes.site(site);
+        }
 
         let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
         if edge_shield::cdn_loop::contains(loop_lines, &pipeline.node_id) {
@@ -429,7 +447,14 @@ impl Upstream {
             } else {
                 std::mem::take(&mut headers)
             };
+            let sent = Instant::now();
             let result = self.client.send(upstream).await;
+            metrics::histogram!(
+                "edge_upstream_duration_seconds",
+                "pool" => pool.name.clone(),
+                "endpoint" => endpoint.to_string(),
+            )
+            .record(sent.elapsed().as_secs_f64());
             let outcome = match &result {
                 Ok(response) => edge_lb::Outcome::from_status(response.status().as_u16()),
                 Err(UpstreamError::Connect(_)) => edge_lb::Outcome::ConnectFailure,

@@ -67,6 +67,8 @@ pub struct RetryBudget {
     deposit: i64,
     withdraw: i64,
     reserve: i64,
+    /// Withdrawals refused since creation, for metrics.
+    exhausted: AtomicU64,
 }
 
 impl RetryBudget {
@@ -95,6 +97,7 @@ impl RetryBudget {
             deposit,
             withdraw,
             reserve,
+            exhausted: AtomicU64::new(0),
         }
     }
 
@@ -106,10 +109,16 @@ impl RetryBudget {
     /// Takes one retry from the budget; false means "do not retry".
     pub fn try_withdraw(&self, now: Nanos) -> bool {
         if self.reserve + self.sum(now) < self.withdraw {
+            self.exhausted.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.add(now, -self.withdraw);
         true
+    }
+
+    /// Retries refused because the budget was spent, since creation.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted.load(Ordering::Relaxed)
     }
 
     /// Retries the budget would allow right now, for metrics.

@@ -26,6 +26,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
@@ -33,10 +34,14 @@ use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use edge_cache::age;
 use edge_cache::cache_control::RequestDirectives;
+use edge_cache::coalesce::Stats as CoalesceStats;
 use edge_cache::counters::Outcome;
-use edge_cache::disk::{BackendChoice, DiskBody, DiskEntryMeta, DiskError, DiskHead, DiskStore};
+use edge_cache::disk::{
+    BackendChoice, DiskBody, DiskEntryMeta, DiskError, DiskHead, DiskStats, DiskStore,
+};
 use edge_cache::entry::StoredResponse;
 use edge_cache::key::CacheKey;
+use edge_cache::memory::MemoryStats;
 use edge_cache::reuse::{self, Reuse, StoredFreshness};
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -191,6 +196,32 @@ impl Body for DiskStream {
     }
 }
 
+/// Counters and sizes of both tiers at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheStats {
+    /// The memory tier.
+    pub memory: MemoryStats,
+    /// The disk tier, when configured.
+    pub disk: Option<DiskTierStats>,
+    /// Request coalescing.
+    pub coalesce: CoalesceStats,
+}
+
+/// The disk tier's counters plus its lookups after memory misses.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskTierStats {
+    /// The store's own counters.
+    pub store: DiskStats,
+    /// Memory misses the disk index had an entry for.
+    pub hits: u64,
+    /// Memory misses it had nothing for.
+    pub misses: u64,
+    /// `"io_uring"` or `"blocking"`.
+    pub backend: &'static str,
+    /// Writes are off after a full or read-only disk.
+    pub disabled: bool,
+}
+
 /// Which tier answered a hit; named in `Cache-Status` as `detail=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Tier {
@@ -247,7 +278,25 @@ impl HttpCache {
 
     /// The disk tier's entry for the request, from its index only.
     pub(super) fn disk_lookup(&self, key: &CacheKey, request: &HeaderMap) -> Option<DiskEntryMeta> {
-        self.disk.as_ref()?.lookup(key, request)
+        let found = self.disk.as_ref()?.lookup(key, request);
+        let slot = usize::from(found.is_none());
+        self.disk_lookups[slot].fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The tiers' counters and sizes, for metrics.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            memory: self.memory.stats(),
+            disk: self.disk.as_ref().map(|disk| DiskTierStats {
+                store: disk.stats(),
+                hits: self.disk_lookups[0].load(Ordering::Relaxed),
+                misses: self.disk_lookups[1].load(Ordering::Relaxed),
+                backend: disk.backend().as_str(),
+                disabled: disk.is_disabled(),
+            }),
+            coalesce: self.flights.stats(),
+        }
     }
 
     /// Writes a stored object to the disk tier too (write-through).

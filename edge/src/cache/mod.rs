@@ -37,6 +37,7 @@
 //! HEAD misses bypass the cache (without `Range`, which HEAD ignores).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -99,6 +100,8 @@ pub struct HttpCache {
     memory: MemoryTier,
     /// The disk tier, when `[cache] disk` is configured.
     disk: Option<DiskStore>,
+    /// Disk-tier index lookups after a memory miss: found, not found.
+    disk_lookups: [AtomicU64; 2],
     flights: Coalescer<CacheKey, Arc<SharedHead>>,
     targeted: Vec<HeaderName>,
     lock_timeout: Duration,
@@ -141,6 +144,7 @@ impl HttpCache {
         Ok(HttpCache {
             memory: MemoryTier::new(memory),
             disk,
+            disk_lookups: Default::default(),
             flights: Coalescer::with_max_buffer(max_buffer),
             targeted,
             lock_timeout: cache.lock_timeout,

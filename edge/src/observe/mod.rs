@@ -1,25 +1,25 @@
 //! Observe: the last step of the request path. Each request gets an id
-//! ([`request_id`]) and, when the access log is on, a [`RequestRecord`]
-//! that the pipeline fills while it answers and that is completed exactly
-//! once: when the response body ends, or when it (or the request before
-//! any response) is dropped, then marked `aborted`.
+//! ([`request_id`]) and a [`RequestRecord`] that the pipeline fills while
+//! it answers and that is completed exactly once: when the response body
+//! ends, or when it (or the request before any response) is dropped, then
+//! marked `aborted`.
 //!
 //! That completion ([`InFlight::complete`]) is the one place where a
-//! finished request is known in full; the access log hangs off it today,
-//! and request counters, duration histograms and bytes-out metrics are
-//! meant to hang off it too.
+//! finished request is known in full: the request metrics
+//! ([`metrics::RequestMetrics`]) and, when it is on, the access log hang
+//! off it.
 //!
-//! The trade-off: with the log off there is no record, no body wrapper and
-//! no shared notes, so the log costs nothing then; a request id (on by
-//! default) costs one small header value when edge makes it. With the log
-//! on, a request costs one small shared allocation (its notes), one body
-//! box and one `try_send`; formatting and writing happen on the writer
-//! thread.
+//! The cost: a request costs one small shared allocation (its notes) and
+//! one body box; the metrics a few atomic adds. With the access log on, the
+//! record also copies host, path and id, and costs one `try_send`;
+//! formatting and writing happen on the writer thread.
 
 pub mod access_log;
 mod body;
+pub mod metrics;
 pub mod record;
 pub mod request_id;
+pub mod scrape;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +33,7 @@ use http_body_util::BodyExt;
 use crate::body::ProxyBody;
 use access_log::AccessLog;
 use body::ObservedBody;
+use metrics::{Finished, RequestMetrics};
 use record::{RequestRecord, RequestText};
 
 /// What the node does with each request: ids and the access log.
@@ -41,16 +42,28 @@ pub struct Observer {
     /// Shared by the requests in flight: one reference count per request,
     /// where a channel sender clone would be two.
     access_log: Option<Arc<AccessLog>>,
+    metrics: Arc<RequestMetrics>,
     request_ids: bool,
 }
 
 impl Observer {
-    /// Observes per `[log]`, submitting records to `access_log` when given.
-    pub fn new(log: &edge_config::Log, access_log: Option<AccessLog>) -> Self {
+    /// Observes per `[log]` into `metrics`, submitting records to
+    /// `access_log` when given.
+    pub fn new(
+        log: &edge_config::Log,
+        access_log: Option<AccessLog>,
+        metrics: RequestMetrics,
+    ) -> Self {
         Observer {
             access_log: access_log.map(Arc::new),
+            metrics: Arc::new(metrics),
             request_ids: log.request_id,
         }
+    }
+
+    /// The access log, when it is on (for its drop counter).
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_deref()
     }
 
     /// Starts observing a request: assigns its id (setting it on `head`,
@@ -64,40 +77,47 @@ impl Observer {
         let request_id = self
             .request_ids
             .then(|| request_id::assign(&mut head.headers));
-        let flight = self.access_log.as_ref().map(|log| {
-            let host = match head.uri.authority() {
-                Some(authority) => Some(authority.as_str().as_bytes()),
-                None => head.headers.get(header::HOST).map(HeaderValue::as_bytes),
-            };
-            let client_id;
-            let id = match &request_id {
-                Some(id) => Some(id.as_bytes()),
-                None => {
-                    client_id = request_id::client_id(&head.headers);
-                    client_id.as_ref().map(HeaderValue::as_bytes)
-                }
-            };
-            let path = head.uri.path_and_query().map(|p| p.as_str());
-            InFlight(Some(Pending {
-                record: RequestRecord {
-                    started_at: SystemTime::now(),
-                    client,
-                    scheme,
-                    method: head.method.clone(),
-                    text: RequestText::new(host, path, id),
-                    version: head.version,
-                    status: None,
-                    bytes: 0,
-                    duration: std::time::Duration::ZERO,
-                    upstream: None,
-                    cache: None,
-                    aborted: false,
-                },
-                started: Instant::now(),
-                notes: Arc::default(),
-                log: log.clone(),
-            }))
-        });
+        let log = self.access_log.clone();
+        // Host, path and id are copied only for the access log.
+        let text = match &log {
+            None => RequestText::default(),
+            Some(_) => {
+                let host = match head.uri.authority() {
+                    Some(authority) => Some(authority.as_str().as_bytes()),
+                    None => head.headers.get(header::HOST).map(HeaderValue::as_bytes),
+                };
+                let client_id;
+                let id = match &request_id {
+                    Some(id) => Some(id.as_bytes()),
+                    None => {
+                        client_id = request_id::client_id(&head.headers);
+                        client_id.as_ref().map(HeaderValue::as_bytes)
+                    }
+                };
+                let path = head.uri.path_and_query().map(|p| p.as_str());
+                RequestText::new(host, path, id)
+            }
+        };
+        let flight = Some(InFlight(Some(Pending {
+            record: RequestRecord {
+                started_at: SystemTime::now(),
+                client,
+                scheme,
+                method: head.method.clone(),
+                text,
+                version: head.version,
+                status: None,
+                bytes: 0,
+                duration: std::time::Duration::ZERO,
+                upstream: None,
+                cache: None,
+                aborted: false,
+            },
+            started: Instant::now(),
+            notes: Arc::default(),
+            log,
+            metrics: self.metrics.clone(),
+        })));
         Observation { request_id, flight }
     }
 }
@@ -107,7 +127,7 @@ impl Observer {
 pub struct Observation {
     /// The id to echo to the client (`None` with `request_id = false`).
     request_id: Option<HeaderValue>,
-    /// The record, when the access log is on.
+    /// The record.
     flight: Option<InFlight>,
 }
 
@@ -146,11 +166,17 @@ pub struct RequestNotes(Mutex<Noted>);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Noted {
+    site: Option<usize>,
     upstream: Option<SocketAddr>,
     cache: Option<Outcome>,
 }
 
 impl RequestNotes {
+    /// The request was routed to site number `site`.
+    pub fn site(&self, site: usize) {
+        self.lock().site = Some(site);
+    }
+
     /// The request was sent to `endpoint` (a retry overwrites the earlier one).
     pub fn upstream(&self, endpoint: SocketAddr) {
         self.lock().upstream = Some(endpoint);
@@ -177,7 +203,8 @@ struct Pending {
     record: RequestRecord,
     started: Instant,
     notes: Arc<RequestNotes>,
-    log: Arc<AccessLog>,
+    log: Option<Arc<AccessLog>>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl InFlight {
@@ -196,13 +223,24 @@ impl InFlight {
             started,
             notes,
             log,
+            metrics,
         }) = self.0.take()
         else {
             return;
         };
         let noted = *notes.lock();
+        let duration = started.elapsed();
+        metrics.record(&Finished {
+            site: noted.site,
+            status: record.status,
+            cache: noted.cache,
+            version: record.version,
+            duration,
+            bytes,
+        });
+        let Some(log) = log else { return };
         record.bytes = bytes;
-        record.duration = started.elapsed();
+        record.duration = duration;
         record.upstream = noted.upstream;
         record.cache = noted.cache;
         record.aborted = aborted;
@@ -228,7 +266,8 @@ mod tests {
             request_id: request_ids,
             ..edge_config::Log::default()
         };
-        (Observer::new(&config, Some(log)), queue)
+        let metrics = RequestMetrics::new(["example.com"]);
+        (Observer::new(&config, Some(log), metrics), queue)
     }
 
     fn head(uri: &str, headers: &[(&str, &str)]) -> request::Parts {

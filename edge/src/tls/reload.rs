@@ -75,7 +75,10 @@ impl CertReloader {
                 }
             })
             .collect();
-        ReloadReport { listeners }
+        let report = ReloadReport { listeners };
+        let result = if report.ok() { "ok" } else { "failed" };
+        metrics::counter!("edge_config_reloads_total", "result" => result).increment(1);
+        report
     }
 }
 
