@@ -364,6 +364,40 @@ pub struct Site {
     pub redirect_https: Option<u16>,
     /// `Strict-Transport-Security` value added to HTTPS responses.
     pub hsts: Option<String>,
+    /// Fault injection on this site's upstream requests (off when absent).
+    pub faults: Option<Faults>,
+}
+
+/// `faults = { ... }` on a site: delay or abort a share of upstream requests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Delay added before sending.
+    #[serde(with = "opt_duration")]
+    pub delay: Option<Duration>,
+    /// Share of requests delayed, 0..=100.
+    pub delay_percent: f64,
+    /// Share of requests aborted, 0..=100.
+    pub abort_percent: f64,
+    /// Status of an aborted request (with `abort = "status"`).
+    pub abort_status: u16,
+    /// `"status"` (default) or `"reset"` (close the client connection).
+    pub abort: Option<String>,
+    /// Only requests carrying this header, `"name: value"`.
+    pub header: Option<String>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            delay: None,
+            delay_percent: 0.0,
+            abort_percent: 0.0,
+            abort_status: 503,
+            abort: None,
+            header: None,
+        }
+    }
 }
 
 /// `cache = { ... }` on a site.

@@ -51,6 +51,7 @@ pub(crate) fn validate(config: &Config) -> Checked {
         self::pool(pool, &root.key("pools").key(name))?;
     }
     dns(config, &root.key("dns"))?;
+    faults(config)?;
     sites(config, &root.key("sites"))?;
     log(config, &root.key("log"))
 }
@@ -104,6 +105,59 @@ fn limits(config: &Config, path: &KeyPath) -> Checked {
             path.key("max_header_size"),
             format!("{size} bytes is out of range; expected between 8KiB and 1MiB, like \"32KiB\""),
         );
+    }
+    Ok(())
+}
+
+fn faults(config: &Config) -> Checked {
+    for (i, site) in config.sites.iter().enumerate() {
+        let Some(faults) = &site.faults else { continue };
+        let path = KeyPath::root().key("sites").index(i).key("faults");
+        for (key, value) in [
+            ("delay_percent", faults.delay_percent),
+            ("abort_percent", faults.abort_percent),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                return invalid(
+                    path.key(key),
+                    format!("{value} is out of range; expected 0 to 100"),
+                );
+            }
+        }
+        if !(100..=599).contains(&faults.abort_status) {
+            return invalid(
+                path.key("abort_status"),
+                format!(
+                    "{} is not an HTTP status; expected 100 to 599",
+                    faults.abort_status
+                ),
+            );
+        }
+        if let Some(abort) = &faults.abort
+            && abort != "status"
+            && abort != "reset"
+        {
+            return invalid(
+                path.key("abort"),
+                format!("{abort:?}: expected \"status\" or \"reset\""),
+            );
+        }
+        if let Some(header) = &faults.header {
+            let valid = header.split_once(':').is_some_and(|(name, value)| {
+                !name.trim().is_empty()
+                    && name.trim().chars().all(is_tchar)
+                    && value
+                        .trim()
+                        .bytes()
+                        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            });
+            if !valid {
+                return invalid(
+                    path.key("header"),
+                    format!("{header:?}: expected \"name: value\", like \"x-edge-fault: on\""),
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -791,6 +845,21 @@ endpoints = [\"127.0.0.1:9000\"]
                 11,
                 "node.workers",
                 "must be at least 1",
+            ),
+            // Fault injection: shares are percentages, the header is name: value.
+            (
+                "[[sites]]\nhosts = [\"a.com\"]\npool = \"origin\"\nfaults = { abort_percent = 130.0 }\n",
+                10,
+                28,
+                "sites[0].faults.abort_percent",
+                "out of range",
+            ),
+            (
+                "[[sites]]\nhosts = [\"a.com\"]\npool = \"origin\"\nfaults = { header = \"x-edge-fault\" }\n",
+                10,
+                21,
+                "sites[0].faults.header",
+                "expected \"name: value\"",
             ),
             // The disk tier needs room and a directory.
             (

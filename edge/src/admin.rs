@@ -154,6 +154,8 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         (&Method::POST, "/reload") => return reload(req, state),
         (&Method::POST, "/purge") => return purge(req, state),
         (_, "/reload" | "/purge") => (StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        (&Method::GET | &Method::POST | &Method::DELETE, "/faults") => return faults(req, state),
+        (_, "/faults") => (StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
@@ -221,6 +223,71 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// `/faults`: `GET` lists each site's rule in force; `POST ?site=HOST&...`
+/// sets a runtime rule (parameters in `faults.rs`, `ttl` default 5 min);
+/// `DELETE ?site=HOST` removes it (the configured rule, if any, applies
+/// again). Changing rules needs the token.
+fn faults<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(pipeline) = &state.pipeline else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"starting\"}\n".into(),
+        );
+    };
+    let now = std::time::Instant::now();
+    if req.method() == Method::GET {
+        let sites: Vec<String> = pipeline
+            .all_faults()
+            .map(|(site, faults)| {
+                crate::faults::describe(site, faults.current(now).as_deref(), now)
+            })
+            .collect();
+        return json(
+            StatusCode::OK,
+            format!("{{\"sites\":[{}]}}\n", sites.join(",")),
+        );
+    }
+    if !state.authorized(req) {
+        return unauthorized();
+    }
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let bad = |why: String| {
+        json(
+            StatusCode::BAD_REQUEST,
+            format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
+        )
+    };
+    let Some((_, host)) = pairs.iter().find(|(k, _)| k == "site") else {
+        return bad("missing site=HOST".into());
+    };
+    let Some((site, faults)) = pipeline.site_faults(host) else {
+        return bad(format!("no site is configured for host {host:?}"));
+    };
+    if req.method() == Method::DELETE {
+        faults.set_runtime(None);
+        tracing::info!(site, "runtime fault rule removed");
+    } else {
+        match crate::faults::FaultRule::from_query(&pairs, now) {
+            Ok(rule) => {
+                tracing::warn!(site, ?rule, "runtime fault rule set");
+                faults.set_runtime(Some(rule));
+            }
+            Err(why) => return bad(why),
+        }
+    }
+    let current = faults.current(now);
+    json(
+        StatusCode::OK,
+        format!(
+            "{}\n",
+            crate::faults::describe(site, current.as_deref(), now)
+        ),
+    )
 }
 
 fn unauthorized() -> Response<Full<Bytes>> {

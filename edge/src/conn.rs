@@ -8,7 +8,6 @@
 //! HTTPS rules of [`crate::https`], and shuts connections down gracefully
 //! when asked.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,6 +25,7 @@ use crate::framing::{FramingWatch, Verdicts};
 use crate::https::{self, Decision, HttpsPolicy};
 use crate::proxy::{AmbiguousFraming, ClientInfo, Proxy};
 use crate::tls::{ALPN_H2, TlsListener};
+use crate::upstream::ResetConnection;
 
 /// hyper refuses read buffers under 8 KiB, so that is the smallest header
 /// limit we can enforce; edge-config rejects smaller settings.
@@ -162,13 +162,19 @@ impl HttpServer {
             async move {
                 let hsts = match decision {
                     Some(Decision::Redirect(response)) => {
-                        return Ok(proxy.answered_by_backend(req, client, response));
+                        return Ok::<_, InjectedReset>(
+                            proxy.answered_by_backend(req, client, response),
+                        );
                     }
                     Some(Decision::Serve(hsts)) => hsts,
                     None => None,
                 };
                 let response = proxy.handle(req, client).await;
-                Ok::<_, Infallible>(https::with_hsts(response, hsts))
+                if response.extensions().get::<ResetConnection>().is_some() {
+                    // An injected reset: hyper closes the connection unanswered.
+                    return Err(InjectedReset);
+                }
+                Ok(https::with_hsts(response, hsts))
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -187,6 +193,18 @@ impl HttpServer {
         }
     }
 }
+
+/// The service error that makes hyper drop a connection (injected reset).
+#[derive(Debug)]
+struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by fault injection")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
 
 /// Counts a connection in `edge_connections_open` while it lives.
 struct OpenConnection(metrics::Gauge);

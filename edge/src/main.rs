@@ -12,6 +12,7 @@ mod cache;
 mod conn;
 mod demo;
 mod discovery;
+mod faults;
 mod forward;
 mod framing;
 mod health;

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, Purged, SitePolicy};
+use crate::faults::{Abort, FaultRule, SiteFaults};
 use crate::forward::{self, ViaValues};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::RequestMetrics;
@@ -62,6 +63,10 @@ pub struct Pipeline {
     cache: Arc<HttpCache>,
     /// Cache policy of each site.
     site_policies: Vec<Arc<SitePolicy>>,
+    /// Fault injection rules, by site.
+    faults: Vec<SiteFaults>,
+    /// Each site's first host: its name in metrics and the admin API.
+    site_names: Vec<String>,
     /// Request ids and the access log.
     observer: Observer,
 }
@@ -106,6 +111,19 @@ impl Pipeline {
                 .iter()
                 .map(|site| SitePolicy::new(&site.cache, &config.cache).map(Arc::new))
                 .collect::<anyhow::Result<_>>()?,
+            faults: config
+                .sites
+                .iter()
+                .map(|site| {
+                    let rule = site
+                        .faults
+                        .as_ref()
+                        .map(FaultRule::from_config)
+                        .transpose()?;
+                    Ok(SiteFaults::new(rule))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            site_names: config.sites.iter().map(|s| s.hosts[0].clone()).collect(),
             observer: Observer::new(
                 &config.log,
                 access_log,
@@ -119,6 +137,17 @@ impl Pipeline {
     /// The origin pools, in config order.
     pub fn pools(&self) -> &[OriginPool] {
         &self.pools
+    }
+
+    /// The fault rules of the site serving `host`, with its name.
+    pub fn site_faults(&self, host: &str) -> Option<(&str, &SiteFaults)> {
+        let site = self.sites.lookup(Some(host))?;
+        Some((&self.site_names[site], &self.faults[site]))
+    }
+
+    /// Every site's name and fault rules.
+    pub fn all_faults(&self) -> impl Iterator<Item = (&str, &SiteFaults)> {
+        self.site_names.iter().map(String::as_str).zip(&self.faults)
     }
 
     /// The node's cache.
@@ -268,6 +297,7 @@ impl Proxy {
         let pool = pipeline.site_pools[site];
         let upstream = Upstream {
             pipeline: self.pipeline.clone(),
+            site,
             pool,
             client: self.clients[pool].clone(),
             from: client,
@@ -336,10 +366,7 @@ impl Proxy {
                 head.version = downstream_version;
                 Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
             }
-            Err(error) => {
-                let (status, text) = error.client_answer();
-                local(status, text)
-            }
+            Err(error) => error.client_response(),
         }
     }
 }
@@ -350,6 +377,7 @@ impl Proxy {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pipeline: Arc<Pipeline>,
+    site: usize,
     pool: usize,
     client: Arc<UpstreamClient>,
     from: ClientInfo,
@@ -411,6 +439,7 @@ impl Upstream {
         forward::add_forwarded_for(&mut headers, self.from.addr.ip(), self.from.proto);
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
 
+        self.inject_faults(&headers).await?;
         let key = pool
             .hashed
             .then(|| placement_key(pool, &headers, path_and_query));
@@ -488,6 +517,38 @@ impl Upstream {
             }
             tried.push(endpoint);
         }
+    }
+}
+
+impl Upstream {
+    /// Applies the site's fault rule, if one is in force: waits out an
+    /// injected delay, or fails with an injected abort.
+    async fn inject_faults(&self, headers: &HeaderMap) -> Result<(), UpstreamError> {
+        let faults = &self.pipeline.faults[self.site];
+        if !faults.any() {
+            return Ok(());
+        }
+        let Some(rule) = faults.current(Instant::now()) else {
+            return Ok(());
+        };
+        let injected = RNG.with_borrow_mut(|rng| rule.decide(headers, rng));
+        let site = || self.pipeline.site_names[self.site].clone();
+        if let Some(delay) = injected.delay {
+            metrics::counter!("edge_faults_injected_total", "site" => site(), "kind" => "delay")
+                .increment(1);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = injected.abort {
+            let kind = match abort {
+                Abort::Status(_) => "abort",
+                Abort::Reset => "reset",
+            };
+            metrics::counter!("edge_faults_injected_total", "site" => site(), "kind" => kind)
+                .increment(1);
+            tracing::debug!(site = %site(), ?abort, "fault injected");
+            return Err(UpstreamError::Injected(abort));
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
 use crate::body::ProxyBody;
+use crate::faults::Abort;
 
 /// Timeouts and pooling of one origin pool.
 #[derive(Debug, Clone)]
@@ -102,6 +103,9 @@ pub enum UpstreamError {
     /// The pool has no endpoint to send to.
     #[error("no endpoint available")]
     NoEndpoint,
+    /// Fault injection aborted the request (`faults` on the site).
+    #[error("fault injected: {0:?}")]
+    Injected(Abort),
 }
 
 impl UpstreamError {
@@ -124,9 +128,30 @@ impl UpstreamError {
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "edge: no origin server is available\n",
             ),
+            UpstreamError::Injected(Abort::Status(status)) => (*status, "edge: injected fault\n"),
+            UpstreamError::Injected(Abort::Reset) => (
+                http::StatusCode::BAD_GATEWAY,
+                "edge: injected fault (connection reset)\n",
+            ),
         }
     }
+
+    /// The answer the client receives. An injected reset is marked
+    /// [`ResetConnection`]: the connection closes without sending it.
+    pub fn client_response(&self) -> http::Response<crate::body::ProxyBody> {
+        let (status, text) = self.client_answer();
+        let mut response = crate::proxy::local(status, text);
+        if matches!(self, UpstreamError::Injected(Abort::Reset)) {
+            response.extensions_mut().insert(ResetConnection);
+        }
+        response
+    }
 }
+
+/// Marks a response that must not be sent: the connection is closed
+/// instead (an injected connection reset).
+#[derive(Debug, Clone, Copy)]
+pub struct ResetConnection;
 
 /// A keepalive HTTP/1.1 client for one origin pool.
 #[derive(Debug, Clone)]

@@ -738,8 +738,7 @@ fn append_cache_status(headers: &mut HeaderMap, member: &str) {
 }
 
 fn error_response(error: &UpstreamError) -> Response<ProxyBody> {
-    let (status, text) = error.client_answer();
-    crate::proxy::local(status, text)
+    error.client_response()
 }
 
 /// Whether a flight's response may answer this request (its Vary matches).
