@@ -24,6 +24,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::proxy::Pipeline;
 use crate::purge::PurgeRequest;
+use crate::status::NodeInfo;
 use crate::tls::reload::CertReloader;
 
 /// Lifecycle phase reported by `/readyz`.
@@ -50,6 +51,8 @@ pub struct AdminState {
     pipeline: Option<Arc<Pipeline>>,
     /// Renders `/metrics`.
     metrics: Option<PrometheusHandle>,
+    /// What `/status` reports about the node itself.
+    info: Option<NodeInfo>,
 }
 
 impl AdminState {
@@ -61,6 +64,15 @@ impl AdminState {
             certs,
             pipeline: None,
             metrics: None,
+            info: None,
+        }
+    }
+
+    /// The same state, reporting `info` on `/status`.
+    pub fn with_info(self, info: NodeInfo) -> Self {
+        AdminState {
+            info: Some(info),
+            ..self
         }
     }
 
@@ -150,6 +162,8 @@ fn answer<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         },
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         (&Method::GET | &Method::HEAD, "/metrics") => return metrics(state),
+        (&Method::GET | &Method::HEAD, "/status") => return status(state),
+        (_, "/status") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         (&Method::POST, "/reload") => return reload(req, state),
         (&Method::POST, "/purge") => return purge(req, state),
@@ -206,6 +220,17 @@ fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
             format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
         ),
     }
+}
+
+/// `GET /status`: the node, its pools and its cache as JSON.
+fn status(state: &AdminState) -> Response<Full<Bytes>> {
+    let (Some(info), Some(pipeline)) = (&state.info, &state.pipeline) else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"starting\"}\n".into(),
+        );
+    };
+    json(StatusCode::OK, crate::status::render(info, pipeline))
 }
 
 /// `GET /metrics`: the Prometheus text format (version 0.0.4).

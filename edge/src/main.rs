@@ -24,6 +24,7 @@ mod origin_pool;
 mod proxy;
 mod purge;
 mod route;
+mod status;
 mod tls;
 mod upstream;
 mod worker;

@@ -20,6 +20,7 @@ use crate::https::HttpsPolicy;
 use crate::listen;
 use crate::observe::access_log::AccessLogWriter;
 use crate::proxy::Pipeline;
+use crate::status::NodeInfo;
 use crate::tls::TlsListener;
 use crate::tls::reload::{CertReloader, ReloadReport};
 use crate::worker::{self, WorkerSpec};
@@ -169,7 +170,12 @@ impl Node {
         let admin_state = Arc::new(
             AdminState::new(config.admin.token.clone(), certs.clone())
                 .with_pipeline(pipeline.clone())
-                .with_metrics(metrics),
+                .with_metrics(metrics)
+                .with_info(NodeInfo::new(
+                    config,
+                    &listeners,
+                    &tls.iter().map(Option::is_some).collect::<Vec<_>>(),
+                )),
         );
         admin::spawn(admin_socket, admin_state.clone())?;
 

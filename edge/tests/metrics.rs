@@ -151,3 +151,31 @@ retries = 1"#,
         ) >= 2.0
     );
 }
+
+#[tokio::test]
+async fn status_reports_the_node_pools_and_cache() {
+    let (origin, edge) = edge_with_origin("");
+    assert_eq!(
+        get(edge.addr(), "/s?size=10&header=Cache-Control:max-age=60")
+            .await
+            .status(),
+        200
+    );
+    let answer = send(
+        edge.admin(),
+        request("GET", "/status").body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let status: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(status["node"], "edge-test");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["config_digest"].as_str().unwrap().len(), 16);
+    assert_eq!(status["listeners"][0], format!("http://{}", edge.addr()));
+    let endpoint = &status["pools"][0]["endpoints"][0];
+    assert_eq!(endpoint["addr"], origin.addr().to_string());
+    assert_eq!(endpoint["breaker"], "closed");
+    assert_eq!(endpoint["available"], true);
+    assert_eq!(status["cache"]["memory"]["objects"], 1);
+    assert!(status["cache"]["disk"].is_null(), "no disk tier configured");
+}

@@ -284,6 +284,11 @@ impl HttpCache {
         found
     }
 
+    /// The memory tier's budget in bytes.
+    pub fn memory_capacity(&self) -> u64 {
+        self.memory.options().capacity_bytes
+    }
+
     /// The tiers' counters and sizes, for metrics.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
