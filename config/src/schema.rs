@@ -510,6 +510,39 @@ pub struct Pool {
     /// `hash` pools: place requests by this request header's value instead
     /// of the URL; requests without it fall back to the URL.
     pub hash_header: Option<String>,
+    /// Load shedding: an adaptive limit on requests waiting on the origin.
+    pub adaptive_concurrency: Option<AdaptiveConcurrency>,
+}
+
+/// `adaptive_concurrency = { initial, min, max, tolerance, window }` on a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConcurrency {
+    /// Starting limit.
+    pub initial: u32,
+    /// Never below this.
+    pub min: u32,
+    /// Never above this.
+    pub max: u32,
+    /// A response slower than this multiple of the baseline counts as queueing.
+    pub tolerance: f64,
+    /// How long one baseline (minimum latency) window lasts.
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for AdaptiveConcurrency {
+    fn default() -> Self {
+        // Netflix concurrency-limits' defaults (initial 20), a 2x latency
+        // tolerance and a 10 s baseline window.
+        AdaptiveConcurrency {
+            initial: 20,
+            min: 1,
+            max: 1000,
+            tolerance: 2.0,
+            window: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `breaker = { failures, open, max_open, probes }` on a pool.

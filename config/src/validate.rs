@@ -429,6 +429,28 @@ fn pool(pool: &Pool, path: &KeyPath) -> Checked {
             );
         }
     }
+    if let Some(adaptive) = &pool.adaptive_concurrency {
+        let path = path.key("adaptive_concurrency");
+        if adaptive.min == 0 {
+            return invalid(path.key("min"), "must be at least 1");
+        }
+        if adaptive.max < adaptive.min {
+            return invalid(
+                path.key("max"),
+                format!("{} is below min ({})", adaptive.max, adaptive.min),
+            );
+        }
+        if !(adaptive.tolerance > 1.0 && adaptive.tolerance.is_finite()) {
+            return invalid(
+                path.key("tolerance"),
+                format!(
+                    "{} must be above 1, like 2.0 (twice the baseline latency)",
+                    adaptive.tolerance
+                ),
+            );
+        }
+        nonzero(adaptive.window, path.key("window"))?;
+    }
     if let Some(breaker) = &pool.breaker {
         let path = path.key("breaker");
         if let Some(open) = breaker.open {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edge_lb::{
-    Balance, EndpointSpec, Epoch, Event, EventSink, HealthCheckConfig, Pool, PoolConfig,
-    RetryBudget, RetryBudgetConfig,
+    AdaptiveConfig, AdaptiveLimit, Balance, EndpointSpec, Epoch, Event, EventSink,
+    HealthCheckConfig, Pool, PoolConfig, RetryBudget, RetryBudgetConfig,
 };
 
 use crate::upstream::PoolSettings;
@@ -38,6 +38,8 @@ pub struct OriginPool {
     pub hash_header: Option<http::HeaderName>,
     /// `retry_unsafe_idempotent`: PUT and DELETE may be retried too.
     pub retry_unsafe_idempotent: bool,
+    /// `adaptive_concurrency`: the load-shedding limit, when configured.
+    pub adaptive: Option<AdaptiveLimit>,
 }
 
 impl OriginPool {
@@ -112,6 +114,16 @@ impl OriginPool {
             hashed: pool.balance == edge_config::Balance::Hash,
             hash_header,
             retry_unsafe_idempotent: pool.retry_unsafe_idempotent,
+            adaptive: pool.adaptive_concurrency.as_ref().map(|a| {
+                AdaptiveLimit::new(AdaptiveConfig {
+                    initial: a.initial,
+                    min: a.min,
+                    max: a.max,
+                    tolerance: a.tolerance,
+                    window: a.window,
+                    ..AdaptiveConfig::default()
+                })
+            }),
         })
     }
 

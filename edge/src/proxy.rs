@@ -440,6 +440,34 @@ impl Upstream {
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
 
         self.inject_faults(&headers).await?;
+        // Load shedding: over the pool's adaptive limit, fail fast.
+        let admitted = match &pool.adaptive {
+            Some(limit) => Some(limit.try_acquire(pool.now()).ok_or(UpstreamError::Shed)?),
+            None => None,
+        };
+        let result = self
+            .send_attempts(pool, method, path_and_query, headers, body)
+            .await;
+        if let (Some(limit), Some(admitted)) = (&pool.adaptive, admitted) {
+            let ok = result
+                .as_ref()
+                .is_ok_and(|response| !response.status().is_server_error());
+            limit.complete(admitted, ok, pool.now());
+        }
+        result
+    }
+
+    /// The attempts of [`Upstream::send`]: pick, send, and retry on another
+    /// endpoint while allowed.
+    async fn send_attempts(
+        &self,
+        pool: &OriginPool,
+        method: Method,
+        path_and_query: &PathAndQuery,
+        headers: HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut headers = headers;
         let key = pool
             .hashed
             .then(|| placement_key(pool, &headers, path_and_query));

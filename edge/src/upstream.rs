@@ -106,6 +106,9 @@ pub enum UpstreamError {
     /// Fault injection aborted the request (`faults` on the site).
     #[error("fault injected: {0:?}")]
     Injected(Abort),
+    /// Over the pool's adaptive concurrency limit: shed (load shedding).
+    #[error("shed: the pool is at its adaptive concurrency limit")]
+    Shed,
 }
 
 impl UpstreamError {
@@ -129,6 +132,10 @@ impl UpstreamError {
                 "edge: no origin server is available\n",
             ),
             UpstreamError::Injected(Abort::Status(status)) => (*status, "edge: injected fault\n"),
+            UpstreamError::Shed => (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "edge: the origin is overloaded; try again shortly\n",
+            ),
             UpstreamError::Injected(Abort::Reset) => (
                 http::StatusCode::BAD_GATEWAY,
                 "edge: injected fault (connection reset)\n",
@@ -141,8 +148,18 @@ impl UpstreamError {
     pub fn client_response(&self) -> http::Response<crate::body::ProxyBody> {
         let (status, text) = self.client_answer();
         let mut response = crate::proxy::local(status, text);
-        if matches!(self, UpstreamError::Injected(Abort::Reset)) {
-            response.extensions_mut().insert(ResetConnection);
+        match self {
+            UpstreamError::Injected(Abort::Reset) => {
+                response.extensions_mut().insert(ResetConnection);
+            }
+            UpstreamError::Shed => {
+                // One second: the limit adapts within a few origin round trips.
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
         }
         response
     }

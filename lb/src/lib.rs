@@ -47,6 +47,7 @@
 //! - [`health`], [`outlier`], [`breaker`]: failure detection.
 //! - [`discovery`]: what endpoint names stand for and when to look them up.
 //! - [`retry_budget`], [`limit`]: retries and the concurrency cap.
+//! - [`adaptive`]: the adaptive concurrency limit (load shedding).
 //! - [`event`]: state changes, reported once.
 //! - [`time`], [`rng`]: the caller's clock and randomness.
 
@@ -54,6 +55,7 @@
 #![deny(clippy::disallowed_methods)]
 #![warn(missing_docs)]
 
+pub mod adaptive;
 pub mod balance;
 pub mod breaker;
 pub mod discovery;
@@ -72,6 +74,7 @@ pub mod round_robin;
 mod set;
 pub mod time;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLimit, Admitted};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use discovery::{Answered, Discovered, RefreshPolicy};
 pub use endpoint::{EndpointCounters, EndpointSpec, EndpointStatus, MAX_WEIGHT, Outcome};

@@ -65,6 +65,11 @@ fn pools(pipeline: &Pipeline) {
             .set(f64::from(u8::from(status.panic)));
         counter!("edge_upstream_retry_budget_exhausted_total", "pool" => name.clone())
             .absolute(pool.budget.exhausted());
+        if let Some(limit) = &pool.adaptive {
+            gauge!("edge_upstream_concurrency_limit", "pool" => name.clone())
+                .set(f64::from(limit.limit()));
+            counter!("edge_shed_total", "pool" => name.clone()).absolute(limit.shed());
+        }
         for endpoint in &status.endpoints {
             let labels = [
                 ("pool", name.clone()),
