@@ -2,8 +2,8 @@
 //!
 //! Modules in request order: `listen` → `worker` → `conn` (the socket
 //! backend, with `tls` termination and the `https` site rules) → `proxy`
-//! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
-//! `body` → `observe` (request ids, the access log); `admin` and `node` run
+//! (guards, routing, forwarding) with `guard` (rate limits), `route`,
+//! `forward`, `upstream` and `body` → `observe` (request ids, the access log); `admin` and `node` run
 //! the process, `demo` is the self-contained showcase.
 
 mod admin;
@@ -14,6 +14,7 @@ mod demo;
 mod discovery;
 mod forward;
 mod framing;
+mod guard;
 mod health;
 mod https;
 mod listen;
