@@ -116,6 +116,72 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits() {
+        let config = parse(LISTENER, Path::new("edge.toml")).unwrap();
+        assert_eq!(config.limits.rate_limit_clients, 65_536);
+        assert!(config.limits.trusted_proxies.is_empty());
+
+        let src = format!(
+            "{LISTENER}[limits]\nrate_limit_clients = 1000\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/48\"]\n\
+             [pools.o]\nendpoints = [\"a:1\"]\n\
+             [[sites]]\nhosts = [\"a.com\"]\npool = \"o\"\nrate_limit = {{ rate = \"100/s\", burst = 50 }}\n\
+             [[sites]]\nhosts = [\"b.com\"]\npool = \"o\"\nrate_limit = {{ rate = \"6000/m\", burst = 1, key = \"header:X-Api-Key\" }}\n\
+             [[sites]]\nhosts = [\"c.com\"]\npool = \"o\"\nrate_limit = {{ rate = \"3/h\", burst = 2, key = \"ip\" }}\n\
+             [[sites]]\nhosts = [\"*\"]\npool = \"o\"\n"
+        );
+        let config = parse(&src, Path::new("edge.toml")).unwrap();
+        assert_eq!(config.limits.rate_limit_clients, 1000);
+        let trusted: Vec<String> = config
+            .limits
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(trusted, ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/48"]);
+        let limits: Vec<_> = config.sites.iter().map(|s| s.rate_limit.clone()).collect();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            limits,
+            [
+                Some(RateLimit {
+                    rate: Rate {
+                        count: 100,
+                        per: second
+                    },
+                    burst: 50,
+                    key: RateKey::Ip,
+                }),
+                Some(RateLimit {
+                    rate: Rate {
+                        count: 6000,
+                        per: 60 * second
+                    },
+                    burst: 1,
+                    key: RateKey::Header("X-Api-Key".into()),
+                }),
+                Some(RateLimit {
+                    rate: Rate {
+                        count: 3,
+                        per: 3600 * second
+                    },
+                    burst: 2,
+                    key: RateKey::Ip,
+                }),
+                None,
+            ]
+        );
+        let intervals: Vec<_> = limits.iter().flatten().map(|l| l.rate.interval()).collect();
+        assert_eq!(
+            intervals,
+            [
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                Duration::from_secs(1200)
+            ]
+        );
+    }
+
+    #[test]
     fn pool_defaults() {
         let src = format!(
             "{LISTENER}[pools.origin]\nendpoints = [\"a:1\"]\nhealth = {{ path = \"/h\" }}\n"

@@ -274,14 +274,136 @@ pub struct Limits {
     /// Largest request header section (request line + headers); larger gets 431.
     #[serde(with = "size")]
     pub max_header_size: u64,
+    /// Clients tracked at once by the rate-limit table that every site's
+    /// `rate_limit` shares; its memory is fixed at start.
+    pub rate_limit_clients: usize,
+    /// Peers (CIDR ranges, or single addresses) whose `X-Forwarded-For`
+    /// names the client, for rate limiting and the access log.
+    #[serde(deserialize_with = "cidr::deserialize_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        // 32 KiB: above nginx's default large_client_header_buffers (4 × 8 KiB)
-        // so real browsers with big cookies pass, small enough to bound memory.
         Limits {
+            // 32 KiB: above nginx's default large_client_header_buffers (4 × 8 KiB)
+            // so real browsers with big cookies pass, small enough to bound memory.
             max_header_size: 32 * 1024,
+            // 65,536 clients: ~1.1 MiB, allocated once; enough to hold every
+            // client active within a burst window on a busy node, and a flood
+            // of distinct addresses cannot grow it.
+            rate_limit_clients: 65_536,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `rate_limit = { rate, burst, key }` on a site: GCRA per client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per unit of time, like `"100/s"` or `"6000/m"`.
+    pub rate: Rate,
+    /// Requests a client that has been idle may send at once.
+    pub burst: u32,
+    /// What identifies a client: `"ip"` (default) or `"header:NAME"`.
+    #[serde(default)]
+    pub key: RateKey,
+}
+
+/// A request rate: `count` requests per `per`, written `"100/s"`,
+/// `"6000/m"` or `"1000/h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per `per`; at least 1.
+    pub count: u32,
+    /// The unit of time: one second, minute or hour.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Time between two requests at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count.max(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(RateVisitor)
+    }
+}
+
+struct RateVisitor;
+
+impl serde::de::Visitor<'_> for RateVisitor {
+    type Value = Rate;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"a rate like "100/s", "6000/m" or "1000/h""#)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Rate, E> {
+        parse_rate(text).map_err(|why| {
+            E::custom(format!(
+                "invalid rate {text:?} ({why}); expected requests per unit, like \"100/s\", \"6000/m\" or \"1000/h\""
+            ))
+        })
+    }
+}
+
+/// `N/s`, `N/m` or `N/h` with `N` at least 1.
+fn parse_rate(text: &str) -> Result<Rate, &'static str> {
+    let (count, unit) = text.split_once('/').ok_or("missing \"/unit\"")?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| "the count is not a whole number")?;
+    if count == 0 {
+        return Err("a rate of 0 refuses every request");
+    }
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err("the unit must be s, m or h"),
+    };
+    Ok(Rate { count, per })
+}
+
+/// `key` of a site's `rate_limit`: what one client is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RateKey {
+    /// The client's IP address (IPv6 by its /64), `"ip"`.
+    #[default]
+    Ip,
+    /// The value of this request header, `"header:X-Api-Key"`; requests
+    /// without it are keyed by IP.
+    Header(String),
+}
+
+impl<'de> Deserialize<'de> for RateKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(RateKeyVisitor)
+    }
+}
+
+struct RateKeyVisitor;
+
+impl serde::de::Visitor<'_> for RateKeyVisitor {
+    type Value = RateKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#""ip" or "header:NAME", like "header:X-Api-Key""#)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RateKey, E> {
+        match text.split_once(':') {
+            None if text == "ip" => Ok(RateKey::Ip),
+            Some(("header", name)) => Ok(RateKey::Header(name.to_owned())),
+            _ => Err(E::custom(format!(
+                "invalid rate-limit key {text:?}; expected \"ip\" or \"header:NAME\", like \"header:X-Api-Key\""
+            ))),
         }
     }
 }
@@ -366,6 +488,8 @@ pub struct Site {
     pub hsts: Option<String>,
     /// Fault injection on this site's upstream requests (off when absent).
     pub faults: Option<Faults>,
+    /// Per-client request rate limit; none by default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `faults = { ... }` on a site: delay or abort a share of upstream requests.
@@ -852,6 +976,85 @@ mod socket_addr {
             })
         }
     }
+}
+
+/// CIDR ranges written `"10.0.0.0/8"` or `"2001:db8::/32"`; a bare address
+/// is a range of one. Host bits must be zero: `"10.0.0.1/8"` is more
+/// likely a typo than a wish to trust all of 10/8, and a trust list is
+/// the wrong place to guess.
+mod cidr {
+    use serde::Deserializer;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use std::fmt;
+
+    pub fn deserialize_list<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        d.deserialize_seq(ListVisitor)
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<ipnet::IpNet>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(r#"a list of CIDR ranges, like ["127.0.0.1/32", "10.0.0.0/8"]"#)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut nets = Vec::new();
+            while let Some(net) = seq.next_element::<Cidr>()? {
+                nets.push(net.0);
+            }
+            Ok(nets)
+        }
+    }
+
+    /// One range; its own type so an error points at the element.
+    struct Cidr(ipnet::IpNet);
+
+    impl<'de> serde::Deserialize<'de> for Cidr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(CidrVisitor)
+        }
+    }
+
+    struct CidrVisitor;
+
+    impl Visitor<'_> for CidrVisitor {
+        type Value = Cidr;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(r#"a CIDR range like "10.0.0.0/8" or "2001:db8::/32""#)
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Cidr, E> {
+            super::parse_cidr(text).map(Cidr).map_err(E::custom)
+        }
+    }
+}
+
+/// `a.b.c.d/len`, `v6/len`, or a bare address (a range of one).
+pub(crate) fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let net = match text.parse::<ipnet::IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => ipnet::IpNet::from(ip),
+            Err(_) => {
+                return Err(format!(
+                    "invalid CIDR range {text:?}; expected an address and prefix length, like \"10.0.0.0/8\" or \"2001:db8::/32\""
+                ));
+            }
+        },
+    };
+    if net.addr() != net.network() {
+        return Err(format!(
+            "{text:?} has host bits set; write the network, like \"{}\"",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 /// An optional duration: absent keys take the field's default (`None`).

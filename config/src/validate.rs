@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use crate::locate::KeyPath;
-use crate::{AccessLogTarget, Balance, Config, ListenerTls, Pool, Site};
+use crate::{AccessLogTarget, Balance, Config, ListenerTls, Pool, RateKey, RateLimit, Site};
 
 /// A broken rule: where, and what to do about it.
 #[derive(Debug)]
@@ -98,12 +98,65 @@ fn nonzero(duration: Duration, path: KeyPath) -> Checked {
     Ok(())
 }
 
+/// Largest accepted `limits.rate_limit_clients`: 16 Mi clients is ~288 MiB
+/// of table allocated at start, more than any node has concurrent clients.
+const MAX_RATE_LIMIT_CLIENTS: usize = 1 << 24;
+
+/// Largest accepted `burst`: a million requests at once is no limit at all,
+/// and it keeps burst × interval (at most an hour) within the limiter's
+/// 64-bit nanosecond clock.
+const MAX_BURST: u32 = 1_000_000;
+
+/// Shortest accepted interval between requests (the fastest rate is
+/// 1,000,000/s): below a microsecond the limiter would be measuring its
+/// own clock reads, not clients.
+const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
+
 fn limits(config: &Config, path: &KeyPath) -> Checked {
     let size = config.limits.max_header_size;
     if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&size) {
         return invalid(
             path.key("max_header_size"),
             format!("{size} bytes is out of range; expected between 8KiB and 1MiB, like \"32KiB\""),
+        );
+    }
+    let clients = config.limits.rate_limit_clients;
+    if !(1..=MAX_RATE_LIMIT_CLIENTS).contains(&clients) {
+        return invalid(
+            path.key("rate_limit_clients"),
+            format!(
+                "{clients} is out of range; expected 1 to {MAX_RATE_LIMIT_CLIENTS} clients, like 65536"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn rate_limit(limit: &RateLimit, path: &KeyPath) -> Checked {
+    if limit.rate.interval() < MIN_RATE_INTERVAL {
+        return invalid(
+            path.key("rate"),
+            format!(
+                "{} requests per {:?} is too fast to limit; the highest rate is \"1000000/s\"",
+                limit.rate.count, limit.rate.per
+            ),
+        );
+    }
+    if !(1..=MAX_BURST).contains(&limit.burst) {
+        return invalid(
+            path.key("burst"),
+            format!(
+                "{} is out of range; expected 1 to {MAX_BURST} requests (1 allows no burst at all)",
+                limit.burst
+            ),
+        );
+    }
+    if let RateKey::Header(name) = &limit.key
+        && (name.is_empty() || !name.chars().all(is_tchar))
+    {
+        return invalid(
+            path.key("key"),
+            format!("{name:?} is not a header field name; write the key like \"header:X-Api-Key\""),
         );
     }
     Ok(())
@@ -666,6 +719,9 @@ fn sites(config: &Config, path: &KeyPath) -> Checked {
             pool_ref(config, shield, site_path.key("shield"))?;
         }
         site_https(site, &site_path)?;
+        if let Some(limit) = &site.rate_limit {
+            rate_limit(limit, &site_path.key("rate_limit"))?;
+        }
     }
     Ok(())
 }
@@ -1045,6 +1101,134 @@ endpoints = [\"127.0.0.1:9000\"]
                 "log.access_buffer",
                 "2000000 is out of range",
             ),
+            // Rate limiting: a table of at least one client, a usable rate
+            // and burst, a header name, trusted proxies as CIDR networks.
+            (
+                "[limits]\nrate_limit_clients = 0\n",
+                8,
+                22,
+                "limits.rate_limit_clients",
+                "0 is out of range; expected 1 to 16777216 clients",
+            ),
+            (
+                "[limits]\nrate_limit_clients = 20000000\n",
+                8,
+                22,
+                "limits.rate_limit_clients",
+                "20000000 is out of range",
+            ),
+            (
+                "[limits]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/33\"]\n",
+                8,
+                36,
+                "limits.trusted_proxies[1]",
+                "invalid CIDR range \"10.0.0.0/33\"; expected an address and prefix length",
+            ),
+            (
+                "[limits]\ntrusted_proxies = [\"proxy.local\"]\n",
+                8,
+                20,
+                "limits.trusted_proxies[0]",
+                "invalid CIDR range \"proxy.local\"",
+            ),
+            (
+                "[limits]\ntrusted_proxies = [\"10.1.2.3/8\"]\n",
+                8,
+                20,
+                "limits.trusted_proxies[0]",
+                "\"10.1.2.3/8\" has host bits set; write the network, like \"10.0.0.0/8\"",
+            ),
+            (
+                "[limits]\ntrusted_proxies = \"10.0.0.0/8\"\n",
+                8,
+                19,
+                "limits.trusted_proxies",
+                "expected a list of CIDR ranges",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 0 }\n",
+                10,
+                39,
+                "sites[0].rate_limit.burst",
+                "0 is out of range; expected 1 to 1000000 requests",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 2000000 }\n",
+                10,
+                39,
+                "sites[0].rate_limit.burst",
+                "2000000 is out of range",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/x\", burst = 5 }\n",
+                10,
+                23,
+                "sites[0].rate_limit.rate",
+                "invalid rate \"10/x\" (the unit must be s, m or h); expected requests per unit, like \"100/s\"",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"0/m\", burst = 5 }\n",
+                10,
+                23,
+                "sites[0].rate_limit.rate",
+                "invalid rate \"0/m\" (a rate of 0 refuses every request)",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"100\", burst = 5 }\n",
+                10,
+                23,
+                "sites[0].rate_limit.rate",
+                "invalid rate \"100\" (missing \"/unit\")",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"ten/s\", burst = 5 }\n",
+                10,
+                23,
+                "sites[0].rate_limit.rate",
+                "the count is not a whole number",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"2000000/s\", burst = 5 }\n",
+                10,
+                23,
+                "sites[0].rate_limit.rate",
+                "2000000 requests per 1s is too fast to limit",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\" }\n",
+                10,
+                14,
+                "sites[0].rate_limit.burst",
+                "missing field `burst`",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 5, key = \"header:X Api\" }\n",
+                10,
+                48,
+                "sites[0].rate_limit.key",
+                "\"X Api\" is not a header field name; write the key like \"header:X-Api-Key\"",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 5, key = \"header:\" }\n",
+                10,
+                48,
+                "sites[0].rate_limit.key",
+                "\"\" is not a header field name",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 5, key = \"cookie:sid\" }\n",
+                10,
+                48,
+                "sites[0].rate_limit.key",
+                "invalid rate-limit key \"cookie:sid\"; expected \"ip\" or \"header:NAME\"",
+            ),
+            (
+                "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 5, per = \"ip\" }\n",
+                10,
+                42,
+                "sites[0].rate_limit.per",
+                "unknown field `per`, expected one of `rate`, `burst`, `key`",
+            ),
         ];
         for &(tail, line, column, key, message) in cases {
             let e = parse_error(&format!("{BASE}{tail}"));
@@ -1107,6 +1291,10 @@ endpoints = [\"127.0.0.1:9000\"]
             "[log]\naccess = \"off\"\n",
             "[log]\naccess = \"stdout\"\naccess_buffer = 1\nrequest_id = false\n",
             "[log]\naccess = \"logs/access.log\"\naccess_buffer = 1048576\n",
+            "[limits]\nrate_limit_clients = 1\ntrusted_proxies = []\n",
+            "[limits]\nrate_limit_clients = 16777216\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1/128\", \"2001:db8::/32\", \"0.0.0.0/0\"]\n",
+            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"1000000/s\", burst = 1000000, key = \"header:X-Api-Key\" }\n",
+            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"1/h\", burst = 1, key = \"ip\" }\n",
         ];
         for tail in tails {
             let src = format!("{BASE}{tail}");

@@ -2,8 +2,8 @@
 //!
 //! Modules in request order: `listen` → `worker` → `conn` (the socket
 //! backend, with `tls` termination and the `https` site rules) → `proxy`
-//! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
-//! `body` → `observe` (request ids, the access log); `admin` and `node` run
+//! (guards, routing, forwarding) with `guard` (rate limits), `route`,
+//! `forward`, `upstream` and `body` → `observe` (request ids, the access log); `admin` and `node` run
 //! the process, `demo` is the self-contained showcase.
 
 mod admin;
@@ -15,6 +15,7 @@ mod discovery;
 mod faults;
 mod forward;
 mod framing;
+mod guard;
 mod health;
 mod https;
 mod listen;

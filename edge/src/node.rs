@@ -108,6 +108,8 @@ pub struct Node {
     drain_timeout: std::time::Duration,
     /// The access log's writer, when the log is on.
     access_log: Option<AccessLogWriter>,
+    /// The shared pipeline, for its totals at exit.
+    pipeline: Arc<Pipeline>,
 }
 
 impl Node {
@@ -209,6 +211,7 @@ impl Node {
             shutdown,
             drain_timeout: config.node.drain_timeout,
             access_log,
+            pipeline,
         })
     }
 
@@ -269,6 +272,16 @@ impl Node {
             }
         });
         tracing::debug!(timeout = ?self.drain_timeout, "drain finished");
+        let limits = self.pipeline.rate_limits();
+        if limits.enabled() {
+            // Until the metrics endpoint exports them, the totals at least
+            // reach the log once.
+            tracing::info!(
+                rate_limited = limits.limited(),
+                evictions = limits.evictions(),
+                "rate limiting totals"
+            );
+        }
         // After the workers: their last responses' records are queued by now.
         if let Some(log) = self.access_log {
             log.close(LOG_CLOSE_DEADLINE);

@@ -6,7 +6,7 @@
 //! runtimes, so a different backend (the io_uring HTTP/1 codec planned in
 //! DESIGN.md) plugs in by calling [`Proxy::handle`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,9 +26,10 @@ use crate::body::{self, BoxError, ProxyBody};
 use crate::cache::{self, CacheableRequest, Fetch, HttpCache, Purged, SitePolicy};
 use crate::faults::{Abort, FaultRule, SiteFaults};
 use crate::forward::{self, ViaValues};
+use crate::guard::{RateLimits, Verdict};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::RequestMetrics;
-use crate::observe::{Observer, RequestNotes};
+use crate::observe::{Observation, Observer, RequestNotes};
 use crate::origin_pool::OriginPool;
 use crate::route::SiteTable;
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -69,6 +70,8 @@ pub struct Pipeline {
     site_names: Vec<String>,
     /// Request ids and the access log.
     observer: Observer,
+    /// Per-site rate limits, and who the client is behind trusted proxies.
+    rate_limits: RateLimits,
 }
 
 impl Pipeline {
@@ -129,6 +132,7 @@ impl Pipeline {
                 access_log,
                 RequestMetrics::new(config.sites.iter().map(|s| s.hosts[0].as_str())),
             ),
+            rate_limits: RateLimits::new(config, epoch)?,
         })
     }
 }
@@ -173,6 +177,11 @@ impl Pipeline {
     pub fn purge_tag(&self, tag: &str, soft: bool) -> Purged {
         self.cache.purge_tag(tag, soft)
     }
+
+    /// The per-site rate limits and their counters.
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
+    }
 }
 
 /// A worker's handle on the pipeline: the shared tables plus this worker's
@@ -203,11 +212,10 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (mut head, body) = req.into_parts();
-        let observation = self
-            .pipeline
-            .observer
-            .begin(&mut head, client.addr, client.proto);
-        let response = self.answer(head, body, client, observation.notes()).await;
+        let (observation, client_ip) = self.observe(&mut head, client);
+        let response = self
+            .answer(head, body, client, client_ip, observation.notes())
+            .await;
         observation.finish(response)
     }
 
@@ -220,20 +228,38 @@ impl Proxy {
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let (mut head, _body) = req.into_parts();
-        let observation = self
-            .pipeline
-            .observer
-            .begin(&mut head, client.addr, client.proto);
+        let (observation, _) = self.observe(&mut head, client);
         observation.finish(response)
     }
 
-    /// The pipeline proper: guards, route, cache or forward. `notes`, when
-    /// given, hears which endpoint and cache outcome served the request.
+    /// Starts observing a request, and says who its client is: the peer,
+    /// or the address a trusted proxy forwarded. That address is what the
+    /// access log shows (with the peer's port) and rate limits count.
+    fn observe(
+        &self,
+        head: &mut http::request::Parts,
+        client: ClientInfo,
+    ) -> (Observation, IpAddr) {
+        let pipeline = &*self.pipeline;
+        let client_ip = pipeline.rate_limits.client(client.addr.ip(), &head.headers);
+        let observation = pipeline.observer.begin(
+            head,
+            SocketAddr::new(client_ip, client.addr.port()),
+            client.proto,
+        );
+        (observation, client_ip)
+    }
+
+    /// The pipeline proper: guards, route, cache or forward. `client_ip`
+    /// is who rate limits count (the peer, or whom a trusted proxy names);
+    /// `notes`, when given, hears which endpoint and cache outcome served
+    /// the request.
     async fn answer<B>(
         &self,
         mut head: http::request::Parts,
         body: B,
         client: ClientInfo,
+        client_ip: IpAddr,
         notes: Option<Arc<RequestNotes>>,
     ) -> Response<ProxyBody>
     where
@@ -276,6 +302,17 @@ impl Proxy {
         };
         if let Some(notes) = &notes {
             notes.site(site);
+        }
+
+        // Limits are per site, so they apply once the site is known, and
+        // before the cache: a refused request costs no lookup and no fetch.
+        if pipeline.rate_limits.limits(site)
+            && let Verdict::Limited { retry_after } =
+                pipeline
+                    .rate_limits
+                    .check(site, client_ip, &head.headers, Instant::now())
+        {
+            return too_many_requests(retry_after);
         }
 
         let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
@@ -628,6 +665,19 @@ pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// 429 (RFC 6585 §4) with `Retry-After` in seconds. The connection stays
+/// open: the client is only asked to slow down.
+fn too_many_requests(retry_after: u64) -> Response<ProxyBody> {
+    let mut response = local(
+        StatusCode::TOO_MANY_REQUESTS,
+        "edge: too many requests; retry after the time in Retry-After\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }
 

@@ -13,6 +13,9 @@ use crate::proxy::Pipeline;
 pub fn render(handle: &PrometheusHandle, pipeline: &Pipeline) -> String {
     cache(pipeline);
     pools(pipeline);
+    let limits = pipeline.rate_limits();
+    counter!("edge_rate_limited_total").absolute(limits.limited());
+    counter!("edge_rate_limit_evictions_total").absolute(limits.evictions());
     if let Some(log) = pipeline.observer().access_log() {
         counter!("edge_access_log_dropped_total").absolute(log.dropped());
     }
