@@ -212,28 +212,14 @@ async fn a_pool_follows_its_dns_name_without_failed_requests() {
     let (ip1, ip2) = (first.addr().ip(), second.addr().ip());
     let dns = DnsServer::start();
     dns.set("origin.test", &[ip1], 1);
-    let config = format!(
-        r#"
-[node]
-id = "edge-test"
-workers = 2
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-addr = "127.0.0.1:0"
-[dns]
-servers = ["{dns}"]
-min_ttl = "200ms"
-max_ttl = "1s"
-hosts_file = false
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-[pools.origin]
-endpoints = ["origin.test:{port}"]
-retries = 2
-"#,
-        dns = dns.addr()
+    let dns_table = format!(
+        "[dns]\nservers = [\"{}\"]\nmin_ttl = \"200ms\"\nmax_ttl = \"1s\"\nhosts_file = false",
+        dns.addr()
+    );
+    let config = config_named(
+        &format!("\"origin.test:{port}\""),
+        &dns_table,
+        "retries = 2",
     );
     let edge = EdgeProcess::start(edge_bin(), &config);
     assert_eq!(load(&edge, 20, Arc::new(AtomicUsize::new(0))).await, 0);
@@ -282,25 +268,10 @@ retries = 2
 async fn names_in_etc_hosts_resolve_without_asking_dns() {
     let origin = Origin::start();
     let dns = DnsServer::start(); // knows no name at all
-    let config = format!(
-        r#"
-[node]
-id = "edge-test"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-addr = "127.0.0.1:0"
-[dns]
-servers = ["{dns}"]
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-[pools.origin]
-endpoints = ["localhost:{port}"]
-"#,
-        dns = dns.addr(),
-        port = origin.addr().port()
+    let config = config_named(
+        &format!("\"localhost:{}\"", origin.addr().port()),
+        &format!("[dns]\nservers = [\"{}\"]", dns.addr()),
+        "",
     );
     let edge = EdgeProcess::start(edge_bin(), &config);
     assert_eq!(load(&edge, 8, Arc::new(AtomicUsize::new(0))).await, 0);

@@ -18,28 +18,11 @@ fn path(i: usize) -> String {
 
 /// An edge with 1 MiB of memory (about 9 objects of 100 KiB) over a disk tier.
 fn edge_config(origin: &Origin, disk: &Path) -> String {
-    format!(
-        r#"
-[node]
-id = "edge-test"
-workers = 2
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-addr = "127.0.0.1:0"
-[cache]
-memory = "1MiB"
-max_object_size = "256KiB"
-disk = {{ path = "{}", size = "64MiB" }}
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-[pools.origin]
-endpoints = ["{}"]
-"#,
-        disk.display(),
-        origin.addr()
-    )
+    let cache = format!(
+        "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"256KiB\"\ndisk = {{ path = \"{}\", size = \"64MiB\" }}",
+        disk.display()
+    );
+    config_with(&[origin.addr()], &cache, "")
 }
 
 /// Object files in the store (not temp files).

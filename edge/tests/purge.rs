@@ -12,26 +12,13 @@ use edge_test_support::{EdgeProcess, Origin, wait_until};
 const TOKEN: &str = "s3cret";
 
 fn edge_config(origin: &Origin, disk: &Path) -> String {
-    format!(
-        r#"
-[node]
-id = "edge-test"
-workers = 2
-[admin]
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-[[listeners]]
-addr = "127.0.0.1:0"
-[cache]
-disk = {{ path = "{}", size = "16MiB" }}
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-[pools.origin]
-endpoints = ["{}"]
-"#,
-        disk.display(),
-        origin.addr()
+    let tables = format!(
+        "[cache]\ndisk = {{ path = \"{}\", size = \"16MiB\" }}",
+        disk.display()
+    );
+    config_with(&[origin.addr()], &tables, "").replace(
+        "listen = \"127.0.0.1:0\"\n\n",
+        &format!("listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n"),
     )
 }
 

@@ -26,7 +26,18 @@ pub fn edge_bin() -> &'static Path {
 /// A config with one listener on a free port, one `*` site and one pool
 /// holding `endpoints`; `extra_pool` lines are appended to the pool table.
 pub fn config(endpoints: &[SocketAddr], extra_pool: &str) -> String {
+    config_with(endpoints, "", extra_pool)
+}
+
+/// [`config`] with `tables` (whole tables such as `[cache]` or `[dns]`)
+/// placed before the site, and `extra_pool` lines appended to the pool.
+pub fn config_with(endpoints: &[SocketAddr], tables: &str, extra_pool: &str) -> String {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    config_named(&endpoints.join(", "), tables, extra_pool)
+}
+
+/// [`config_with`] over endpoints written as TOML strings (names allowed).
+pub fn config_named(endpoints: &str, tables: &str, extra_pool: &str) -> String {
     format!(
         r#"
 [node]
@@ -40,15 +51,16 @@ listen = "127.0.0.1:0"
 [[listeners]]
 addr = "127.0.0.1:0"
 
+{tables}
+
 [[sites]]
 hosts = ["*"]
 pool = "origin"
 
 [pools.origin]
-endpoints = [{}]
+endpoints = [{endpoints}]
 {extra_pool}
-"#,
-        endpoints.join(", ")
+"#
     )
 }
 
