@@ -221,6 +221,10 @@ pub struct Cache {
     pub targeted_field: Option<String>,
     /// Optional disk tier below memory.
     pub disk: Option<DiskCache>,
+    /// Client networks allowed to send `PURGE` on data listeners; empty
+    /// (the default) leaves the method off.
+    #[serde(deserialize_with = "cidr::deserialize_list")]
+    pub purge_from: Vec<ipnet::IpNet>,
 }
 
 impl Default for Cache {
@@ -235,6 +239,7 @@ impl Default for Cache {
             heuristic_max: Duration::from_secs(86_400),
             targeted_field: None,
             disk: None,
+            purge_from: Vec::new(),
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Pipeline {
     site_policies: Vec<Arc<SitePolicy>>,
     /// Fault injection rules, by site.
     faults: Vec<SiteFaults>,
+    /// Networks allowed to send `PURGE` (`[cache] purge_from`).
+    purge_from: Vec<ipnet::IpNet>,
     /// Each site's first host: its name in metrics and the admin API.
     site_names: Vec<String>,
     /// Request ids and the access log.
@@ -127,6 +129,7 @@ impl Pipeline {
                 })
                 .collect::<anyhow::Result<_>>()?,
             site_names: config.sites.iter().map(|s| s.hosts[0].clone()).collect(),
+            purge_from: config.cache.purge_from.clone(),
             observer: Observer::new(
                 &config.log,
                 access_log,
@@ -171,6 +174,67 @@ impl Pipeline {
         let options = self.site_policies[site].key_options();
         let url = edge_cache::key::cache_url("http", host, path_and_query, options);
         Some(self.cache.purge_url(&url, soft))
+    }
+
+    /// The `PURGE` method on a data listener (RFC-less, as Varnish and
+    /// Fastly use it): off unless `[cache] purge_from` lists the peer's
+    /// network (405 when off, 403 from elsewhere). Purges the request's URL
+    /// like `POST /purge?url=`; `X-Purge-Soft: 1` marks stale instead. The
+    /// socket peer decides, never `X-Forwarded-For`.
+    fn purge_method(&self, head: &http::request::Parts, peer: IpAddr) -> Response<ProxyBody> {
+        if self.purge_from.is_empty() {
+            let mut response = local(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "edge: PURGE is not enabled\n",
+            );
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+            );
+            return response;
+        }
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        if !self.purge_from.iter().any(|net| net.contains(&peer)) {
+            return local(
+                StatusCode::FORBIDDEN,
+                "edge: PURGE is not allowed from this address\n",
+            );
+        }
+        let host = match head.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => head
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        };
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let soft = head
+            .headers
+            .get("x-purge-soft")
+            .is_some_and(|v| v.as_bytes() == b"1");
+        let Some(purged) = self.purge_url(host, path, soft) else {
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                "edge: no site is configured for this host\n",
+            );
+        };
+        tracing::info!(%host, path, soft, memory = purged.memory, disk = purged.disk, "PURGE");
+        let body = format!(
+            "{{\"purged\":{},\"memory\":{},\"disk\":{},\"soft\":{soft}}}\n",
+            purged.objects(),
+            purged.memory,
+            purged.disk
+        );
+        let mut response = Response::new(body::full(Bytes::from(body)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 
     /// Purges every object tagged `tag`.
@@ -313,6 +377,10 @@ impl Proxy {
                     .check(site, client_ip, &head.headers, Instant::now())
         {
             return too_many_requests(retry_after);
+        }
+
+        if head.method.as_str() == "PURGE" {
+            return pipeline.purge_method(&head, client.addr.ip());
         }
 
         let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());

@@ -162,3 +162,42 @@ async fn purges_survive_a_restart() {
     assert!(b.contains("fwd=stale; fwd-status=304"), "{b}");
     assert_eq!(origin.total_hits(), hits_before + 3);
 }
+
+#[tokio::test]
+async fn the_purge_method_works_only_from_allowed_networks() {
+    let origin = Origin::start();
+    let purge_method = |edge: &EdgeProcess, path: &str| {
+        send(edge.addr(), request("PURGE", path).body(empty()).unwrap())
+    };
+    // Off by default.
+    let edge = EdgeProcess::start(edge_bin(), &config(&[origin.addr()], ""));
+    assert_eq!(purge_method(&edge, C).await.status(), 405);
+    drop(edge);
+
+    // Allowed from another network only: 403 from loopback.
+    let edge = EdgeProcess::start(
+        edge_bin(),
+        &config_with(
+            &[origin.addr()],
+            "[cache]\npurge_from = [\"10.0.0.0/8\"]",
+            "",
+        ),
+    );
+    assert_eq!(purge_method(&edge, C).await.status(), 403);
+    drop(edge);
+
+    let edge = EdgeProcess::start(
+        edge_bin(),
+        &config_with(
+            &[origin.addr()],
+            "[cache]\npurge_from = [\"127.0.0.1/32\"]",
+            "",
+        ),
+    );
+    assert!(fetch(&edge, C).await.contains("stored"));
+    assert!(fetch(&edge, C).await.contains("hit"));
+    let answer = purge_method(&edge, C).await;
+    assert_eq!(answer.status(), 200, "{}", answer.text());
+    assert!(answer.text().contains("\"purged\":1"), "{}", answer.text());
+    assert!(fetch(&edge, C).await.contains("fwd=uri-miss"));
+}
