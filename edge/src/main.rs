@@ -1,7 +1,8 @@
 //! `edge`: a CDN edge cache and load balancer.
 //!
-//! Modules in request order: `listen` → `worker` → `conn` (the socket
-//! backend, with `tls` termination and the `https` site rules) → `proxy`
+//! Modules in request order: `listen` → `worker` (with the connection
+//! `caps`) → `conn` (the socket backend, with `tls` termination and the
+//! `https` site rules) → `proxy`
 //! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
 //! `body` → `observe` (request ids, the access log); `admin` and `node` run
 //! the process, `demo` is the self-contained showcase.
@@ -9,6 +10,7 @@
 mod admin;
 mod body;
 mod cache;
+mod caps;
 mod conn;
 mod demo;
 mod discovery;
