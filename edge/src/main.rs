@@ -1,8 +1,8 @@
 //! `edge`: a CDN edge cache and load balancer.
 //!
 //! Modules in request order: `listen` → `worker` (with the connection
-//! `caps`) → `conn` (the socket backend, with `tls` termination and the
-//! `https` site rules) → `proxy`
+//! `caps`) → `conn` (the socket backend, with `tls` termination, the
+//! `https` site rules and the slow-client `conn_clock`) → `proxy`
 //! (guards, routing, forwarding) with `route`, `forward`, `upstream` and
 //! `body` → `observe` (request ids, the access log); `admin` and `node` run
 //! the process, `demo` is the self-contained showcase.
@@ -12,6 +12,7 @@ mod body;
 mod cache;
 mod caps;
 mod conn;
+mod conn_clock;
 mod demo;
 mod discovery;
 mod forward;

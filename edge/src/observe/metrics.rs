@@ -13,7 +13,9 @@
 //!   scraped ([`super::scrape`]): cache tiers, pools and endpoints, the
 //!   access log. Nothing on the request path pays for them.
 //! - **Events** of the connection layer, counted where they happen:
-//!   connections refused by the caps ([`connections_rejected`]).
+//!   connections refused by the caps
+//!   ([`connections_rejected`]) and slow clients cut off
+//!   ([`slow_clients_closed`]).
 //!
 //! Cardinality is bounded by configuration: labels are sites (their first
 //! host), pools, endpoint addresses, listeners, status classes and fixed
@@ -54,6 +56,12 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
 /// by a connection cap (`listener_cap`, `ip_cap`).
 pub fn connections_rejected(reason: &'static str) -> Counter {
     counter!("edge_connections_rejected_total", "reason" => reason)
+}
+
+/// `edge_slow_clients_closed_total{reason}`: connections closed for an
+/// unfinished head (`header_timeout`) or idleness (`keepalive`).
+pub fn slow_clients_closed(reason: &'static str) -> Counter {
+    counter!("edge_slow_clients_closed_total", "reason" => reason)
 }
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
