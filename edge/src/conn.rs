@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use http::{Request, Version, header};
 use hyper::body::Incoming;
 
+use crate::body::{self, RateRule};
 use crate::conn_clock::{ClockedIo, ConnClock, Expiry, Timeouts, Tracked, Watchdog};
 use crate::framing::{FramingWatch, Verdicts};
 use crate::https::{self, Decision, HttpsPolicy};
@@ -45,9 +46,12 @@ pub struct HttpServer {
     https: Option<Arc<HttpsPolicy>>,
     /// Header and keep-alive timeouts.
     timeouts: Timeouts,
+    /// Minimum request body rate, when on.
+    body_rate: Option<RateRule>,
     /// `edge_slow_clients_closed_total` for the watchdog's two reasons.
     closed_header: metrics::Counter,
     closed_idle: metrics::Counter,
+    _closed_body: metrics::Counter,
 }
 
 impl HttpServer {
@@ -82,8 +86,11 @@ impl HttpServer {
                 header: limits.header_timeout,
                 keepalive: limits.keepalive_timeout,
             },
+            body_rate: RateRule::from_limits(limits),
             closed_header: slow_clients_closed(Expiry::Header.label()),
             closed_idle: slow_clients_closed(Expiry::Keepalive.label()),
+            // Registered now so the series shows (at 0) before the first event.
+            _closed_body: slow_clients_closed(body::BODY_RATE),
         }
     }
 
@@ -170,6 +177,7 @@ impl HttpServer {
         let verdicts = Verdicts::default();
         let clock = ConnClock::new();
         let stream = ClockedIo::new(FramingWatch::new(stream, verdicts.clone()), clock.clone());
+        let body_rate = self.body_rate;
         let requests = clock.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             let in_flight = requests.request_started(req.version() == Version::HTTP_2);
@@ -190,7 +198,13 @@ impl HttpServer {
                     Some(Decision::Serve(hsts)) => hsts,
                     None => None,
                 };
-                let response = proxy.handle(req, client).await;
+                let response = match body_rate {
+                    Some(rule) => {
+                        let req = req.map(|b| body::with_min_rate(b, rule));
+                        proxy.handle(req, client).await
+                    }
+                    None => proxy.handle(req, client).await,
+                };
                 let response = https::with_hsts(response, hsts);
                 Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
             }

@@ -338,7 +338,13 @@ impl Proxy {
             }
             Err(error) => {
                 let (status, text) = error.client_answer();
-                local(status, text)
+                match error {
+                    // The rest of the body may still be on its way (or
+                    // never come): nothing after it on this connection can
+                    // be trusted to be a request head.
+                    UpstreamError::ClientBody(_) => refuse(status, text),
+                    _ => local(status, text),
+                }
             }
         }
     }
@@ -456,12 +462,18 @@ impl Upstream {
             )
             .record(sent.elapsed().as_secs_f64());
             let outcome = match &result {
-                Ok(response) => edge_lb::Outcome::from_status(response.status().as_u16()),
-                Err(UpstreamError::Connect(_)) => edge_lb::Outcome::ConnectFailure,
-                Err(UpstreamError::Timeout(_)) => edge_lb::Outcome::Timeout,
-                Err(_) => edge_lb::Outcome::Reset,
+                Ok(response) => Some(edge_lb::Outcome::from_status(response.status().as_u16())),
+                Err(UpstreamError::Connect(_)) => Some(edge_lb::Outcome::ConnectFailure),
+                Err(UpstreamError::Timeout(_)) => Some(edge_lb::Outcome::Timeout),
+                // The client's body failed: a cancellation, which neither
+                // helps nor hurts the endpoint.
+                Err(UpstreamError::ClientBody(_)) => None,
+                Err(_) => Some(edge_lb::Outcome::Reset),
             };
-            guard.finish(outcome, pool.now());
+            match outcome {
+                Some(outcome) => guard.finish(outcome, pool.now()),
+                None => drop(guard),
+            }
             let failed = match &result {
                 Ok(response) => edge_lb::retryable_status(response.status().as_u16()),
                 Err(_) => true,
@@ -474,6 +486,10 @@ impl Upstream {
                 && tried.len() + 1 < pool.lb.len()
                 && pool.budget.try_withdraw(pool.now());
             match result {
+                Err(error @ UpstreamError::ClientBody(_)) => {
+                    tracing::debug!(%endpoint, %error, "request body from the client failed");
+                    return Err(error);
+                }
                 Err(error) if !may_retry => {
                     tracing::warn!(%endpoint, %error, "upstream request failed");
                     return Err(error);

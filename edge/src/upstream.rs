@@ -102,6 +102,11 @@ pub enum UpstreamError {
     /// The pool has no endpoint to send to.
     #[error("no endpoint available")]
     NoEndpoint,
+    /// The client's request body arrived too slowly (below
+    /// `[limits] body_min_rate`) or stalled: the client's fault, not the
+    /// origin's.
+    #[error("request body from the client: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -123,6 +128,10 @@ impl UpstreamError {
             UpstreamError::NoEndpoint => (
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "edge: no origin server is available\n",
+            ),
+            UpstreamError::ClientBody(_) => (
+                http::StatusCode::REQUEST_TIMEOUT,
+                "edge: the request body arrived too slowly\n",
             ),
         }
     }
@@ -184,6 +193,7 @@ impl UpstreamClient {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) if client_body_failed(&e) => Err(UpstreamError::ClientBody(error_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Exchange(error_chain(&e))),
         }
     }
@@ -194,6 +204,19 @@ fn host_name(endpoints: &[edge_config::Endpoint]) -> Option<String> {
     let (host, _port) = endpoints.first()?.addr.rsplit_once(':')?;
     let is_address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
     (!is_address).then(|| host.to_owned())
+}
+
+/// Whether the exchange failed because the client's request body did:
+/// too slow, or stalled past the pool's body timeout.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(error) = source {
+        if error.is::<crate::body::BodyTooSlow>() || error.is::<crate::body::BodyStalled>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// An error with its sources, "outer: inner: root", for logs.

@@ -59,7 +59,8 @@ pub fn connections_rejected(reason: &'static str) -> Counter {
 }
 
 /// `edge_slow_clients_closed_total{reason}`: connections closed for an
-/// unfinished head (`header_timeout`) or idleness (`keepalive`).
+/// unfinished head (`header_timeout`) or idleness (`keepalive`), and request
+/// bodies failed for their rate (`body_rate`).
 pub fn slow_clients_closed(reason: &'static str) -> Counter {
     counter!("edge_slow_clients_closed_total", "reason" => reason)
 }
