@@ -102,6 +102,9 @@ fn nonzero(duration: Duration, path: KeyPath) -> Checked {
 const H2_WINDOW: std::ops::RangeInclusive<u64> = 65_535..=(1 << 31) - 1;
 /// SETTINGS_MAX_FRAME_SIZE bounds (RFC 9113 §6.5.2).
 const H2_FRAME: std::ops::RangeInclusive<u64> = (1 << 14)..=(1 << 24) - 1;
+/// Most HTTP/2 streams per connection: far beyond any browser's needs,
+/// and within what edge's per-connection clock counts exactly.
+const MAX_H2_STREAMS: u32 = 1_000_000;
 /// Highest accepted `limits.body_min_rate`: a floor above 1 GiB/s would
 /// refuse every real upload.
 const MAX_BODY_MIN_RATE: u64 = 1 << 30;
@@ -131,6 +134,15 @@ fn limits(config: &Config, path: &KeyPath) -> Checked {
         return invalid(
             path.key("h2_max_concurrent_streams"),
             "must be at least 1; 0 would refuse every HTTP/2 request (100 is a common choice)",
+        );
+    }
+    if limits.h2_max_concurrent_streams > MAX_H2_STREAMS {
+        return invalid(
+            path.key("h2_max_concurrent_streams"),
+            format!(
+                "{} is out of range; expected at most 1000000 (100 is a common choice)",
+                limits.h2_max_concurrent_streams
+            ),
         );
     }
     for (key, window) in [
@@ -967,6 +979,13 @@ endpoints = [\"127.0.0.1:9000\"]
                 "must be at least 1",
             ),
             (
+                "[limits]\nh2_max_concurrent_streams = 1000001\n",
+                8,
+                29,
+                "limits.h2_max_concurrent_streams",
+                "1000001 is out of range; expected at most 1000000",
+            ),
+            (
                 "[limits]\nh2_stream_window = \"16KiB\"\n",
                 8,
                 20,
@@ -1153,6 +1172,7 @@ endpoints = [\"127.0.0.1:9000\"]
             "[limits]\nbody_min_rate = \"1GiB\"\nmax_connections = 1\nmax_connections_per_ip = 0\n",
             "[limits]\nh2_max_concurrent_streams = 1\nh2_stream_window = 65535\nh2_connection_window = 2147483647\nh2_max_frame_size = 16777215\n",
             "[limits]\nh2_stream_window = \"16MiB\"\nh2_connection_window = \"64KiB\"\nh2_max_frame_size = \"16KiB\"\n",
+            "[limits]\nh2_max_concurrent_streams = 1000000\n",
             // Port 0 listeners each get their own free port.
             "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[listeners]]\naddr = \"127.0.0.1:0\"\n",
             "[[sites]]\nhosts = [\"*\", \"*.a.com\", \"a.com\", \"[::1]\"]\npool = \"origin\"\nshield = \"origin\"\n",

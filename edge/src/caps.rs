@@ -33,7 +33,9 @@ const SHARDS: usize = 64;
 
 /// File descriptors kept back from the connection caps for everything
 /// else a node opens: idle upstream connections, cache files, the log,
-/// the admin listener.
+/// the admin listener. The caps then get half of the rest, as Envoy's
+/// resource-limits FAQ advises ("keep the sum of all connection limits
+/// less than half of the system's file descriptor limit").
 const FD_RESERVE: u64 = 1024;
 
 /// Why a connection was refused; the `reason` label of
