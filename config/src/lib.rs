@@ -79,6 +79,16 @@ mod tests {
         assert!(config.workers() >= 1);
         assert_eq!(config.node.drain_timeout, Duration::from_secs(30));
         assert_eq!(config.limits.max_header_size, 32 * 1024);
+        assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(config.limits.body_min_rate, 1024);
+        assert_eq!(config.limits.body_rate_window, Duration::from_secs(10));
+        assert_eq!(config.limits.h2_max_concurrent_streams, 100);
+        assert_eq!(config.limits.h2_stream_window, 64 * 1024);
+        assert_eq!(config.limits.h2_connection_window, 1024 * 1024);
+        assert_eq!(config.limits.h2_max_frame_size, 16 * 1024);
+        assert_eq!(config.limits.max_connections, 100_000);
+        assert_eq!(config.limits.max_connections_per_ip, 1_000);
         assert_eq!(
             config.admin.listen,
             SocketAddr::from(([127, 0, 0, 1], 9901))
@@ -222,6 +232,24 @@ mod tests {
         assert_eq!(config.node.drain_timeout, Duration::from_secs(60));
         assert_eq!(config.limits.max_header_size, 64 * 1024);
         assert_eq!(config.cache.memory, 1024 * 1024);
+    }
+
+    #[test]
+    fn slow_client_limits() {
+        let src = format!(
+            "{LISTENER}[limits]\nheader_timeout = \"2s\"\nkeepalive_timeout = \"75s\"\nbody_min_rate = \"4KiB\"\nbody_rate_window = \"500ms\"\nh2_max_concurrent_streams = 128\nh2_stream_window = \"256KiB\"\nh2_connection_window = \"4MiB\"\nh2_max_frame_size = \"32KiB\"\nmax_connections = 5000\nmax_connections_per_ip = 0\n"
+        );
+        let limits = parse(&src, Path::new("edge.toml")).unwrap().limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(limits.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(limits.body_min_rate, 4096);
+        assert_eq!(limits.body_rate_window, Duration::from_millis(500));
+        assert_eq!(limits.h2_max_concurrent_streams, 128);
+        assert_eq!(limits.h2_stream_window, 256 * 1024);
+        assert_eq!(limits.h2_connection_window, 4 * 1024 * 1024);
+        assert_eq!(limits.h2_max_frame_size, 32 * 1024);
+        assert_eq!(limits.max_connections, 5000);
+        assert_eq!(limits.max_connections_per_ip, 0);
     }
 
     /// Syntax and schema errors: (source, line, column, key, part of the message).

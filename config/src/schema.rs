@@ -272,7 +272,8 @@ pub enum DiskBackend {
     Blocking,
 }
 
-/// `[limits]`: bounds on what a downstream client may send.
+/// `[limits]`: bounds on what a downstream client may send, how slowly it
+/// may send it, and how many connections it may hold.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -286,6 +287,42 @@ pub struct Limits {
     /// names the client, for rate limiting and the access log.
     #[serde(deserialize_with = "cidr::deserialize_list")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest time for a whole HTTP/1 request head to arrive, from the
+    /// connection's start (first request) or the request's first byte
+    /// (later ones); a connection that overruns it is closed.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no request in flight (HTTP/1.1
+    /// keep-alive between requests, HTTP/2 with no open stream) before it
+    /// is closed.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Slowest request body accepted, in bytes per second; 0 turns the
+    /// check off.
+    #[serde(with = "size")]
+    pub body_min_rate: u64,
+    /// Time spent waiting on the client over which `body_min_rate` is
+    /// judged; also the grace before the first judgement.
+    #[serde(with = "duration")]
+    pub body_rate_window: Duration,
+    /// HTTP/2 streams a client may have open at once on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE).
+    #[serde(with = "size")]
+    pub h2_stream_window: u64,
+    /// HTTP/2 flow-control window of a whole connection.
+    #[serde(with = "size")]
+    pub h2_connection_window: u64,
+    /// Largest HTTP/2 frame payload edge accepts (SETTINGS_MAX_FRAME_SIZE).
+    #[serde(with = "size")]
+    pub h2_max_frame_size: u64,
+    /// Connections open at once on each listener; beyond it new ones are
+    /// closed at once. Lowered at start to what the open-file limit allows.
+    pub max_connections: u64,
+    /// Connections open at once from one client address (an IPv6 client's
+    /// /64), over all listeners; 0 turns the cap off.
+    pub max_connections_per_ip: u64,
 }
 
 impl Default for Limits {
@@ -297,6 +334,44 @@ impl Default for Limits {
             // 65,536 clients: ~1.1 MiB, allocated once; enough to hold every
             // client active within a burst window on a busy node, and a flood
             // of distinct addresses cannot grow it.
+            // 10 s: a head is one or two packets, so even a lossy mobile link
+            // (retransmits after 1 s, 2 s, 4 s) delivers it well within; the
+            // value HAProxy's docs use for `timeout http-request`. nginx's
+            // client_header_timeout (60 s) lets a slowloris hold a socket 6×
+            // longer.
+            header_timeout: Duration::from_secs(10),
+            // 60 s: a visitor's next page view within a minute reuses its
+            // connection (no new TCP and TLS handshake); below nginx's 75 s
+            // keepalive_timeout, and an idle connection costs memory and a
+            // file descriptor for as long as it is kept.
+            keepalive_timeout: Duration::from_secs(60),
+            // 1 KiB/s: twice Apache mod_reqtimeout's default MinRate (500 B/s)
+            // and far below any real uplink (2G EDGE uploads ~10 KiB/s), so
+            // only a client that is stalling on purpose, or is dead, trips it.
+            body_min_rate: 1024,
+            // 10 s of waiting: tolerates a pause of several seconds mid-upload
+            // (a phone switching cells) before the rate is judged.
+            body_rate_window: Duration::from_secs(10),
+            // 100 streams, 64 KiB stream window, 1 MiB connection window:
+            // Envoy's "configuring Envoy as an edge proxy" recommendations;
+            // RFC 9113 §6.5.2 recommends at least 100 streams. The connection
+            // window bounds what one client can make us buffer.
+            h2_max_concurrent_streams: 100,
+            h2_stream_window: 64 * 1024,
+            h2_connection_window: 1024 * 1024,
+            // 16 KiB: the protocol's initial value (RFC 9113 §6.5.2); larger
+            // frames save little and make a peer buffer more per frame.
+            h2_max_frame_size: 16 * 1024,
+            // 100,000 per listener: at roughly 10–40 KiB per connection
+            // (buffers, TLS state) that is 1–4 GiB, the most a typical edge
+            // host should commit to open sockets; the open-file limit may
+            // lower it at start.
+            max_connections: 100_000,
+            // 1,000 per address: a browser opens at most 6 HTTP/1.1
+            // connections per host (one for h2), so ~160 busy browsers
+            // behind one NAT still fit, while one host cannot take more than
+            // 1% of a listener's connections.
+            max_connections_per_ip: 1_000,
             rate_limit_clients: 65_536,
             trusted_proxies: Vec::new(),
         }

@@ -111,13 +111,80 @@ const MAX_BURST: u32 = 1_000_000;
 /// 1,000,000/s): below a microsecond the limiter would be measuring its
 /// own clock reads, not clients.
 const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
+/// HTTP/2 flow-control windows: at least the protocol's initial 65,535
+/// bytes (as Envoy requires), at most 2^31-1 (RFC 9113 §6.9.1).
+const H2_WINDOW: std::ops::RangeInclusive<u64> = 65_535..=(1 << 31) - 1;
+/// SETTINGS_MAX_FRAME_SIZE bounds (RFC 9113 §6.5.2).
+const H2_FRAME: std::ops::RangeInclusive<u64> = (1 << 14)..=(1 << 24) - 1;
+/// Most HTTP/2 streams per connection: far beyond any browser's needs,
+/// and within what edge's per-connection clock counts exactly.
+const MAX_H2_STREAMS: u32 = 1_000_000;
+/// Highest accepted `limits.body_min_rate`: a floor above 1 GiB/s would
+/// refuse every real upload.
+const MAX_BODY_MIN_RATE: u64 = 1 << 30;
 
 fn limits(config: &Config, path: &KeyPath) -> Checked {
-    let size = config.limits.max_header_size;
+    let limits = &config.limits;
+    let size = limits.max_header_size;
     if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&size) {
         return invalid(
             path.key("max_header_size"),
             format!("{size} bytes is out of range; expected between 8KiB and 1MiB, like \"32KiB\""),
+        );
+    }
+    nonzero(limits.header_timeout, path.key("header_timeout"))?;
+    nonzero(limits.keepalive_timeout, path.key("keepalive_timeout"))?;
+    nonzero(limits.body_rate_window, path.key("body_rate_window"))?;
+    if limits.body_min_rate > MAX_BODY_MIN_RATE {
+        return invalid(
+            path.key("body_min_rate"),
+            format!(
+                "{} bytes per second is out of range; expected at most 1GiB, like \"1KiB\" (0 turns the check off)",
+                limits.body_min_rate
+            ),
+        );
+    }
+    if limits.h2_max_concurrent_streams == 0 {
+        return invalid(
+            path.key("h2_max_concurrent_streams"),
+            "must be at least 1; 0 would refuse every HTTP/2 request (100 is a common choice)",
+        );
+    }
+    if limits.h2_max_concurrent_streams > MAX_H2_STREAMS {
+        return invalid(
+            path.key("h2_max_concurrent_streams"),
+            format!(
+                "{} is out of range; expected at most 1000000 (100 is a common choice)",
+                limits.h2_max_concurrent_streams
+            ),
+        );
+    }
+    for (key, window) in [
+        ("h2_stream_window", limits.h2_stream_window),
+        ("h2_connection_window", limits.h2_connection_window),
+    ] {
+        if !H2_WINDOW.contains(&window) {
+            return invalid(
+                path.key(key),
+                format!(
+                    "{window} bytes is out of range; expected 65535 to 2147483647 bytes, like \"64KiB\" or \"1MiB\""
+                ),
+            );
+        }
+    }
+    if !H2_FRAME.contains(&limits.h2_max_frame_size) {
+        return invalid(
+            path.key("h2_max_frame_size"),
+            format!(
+                "{} bytes is out of range; expected 16KiB to 16777215 bytes (RFC 9113 §6.5.2), like \"16KiB\"",
+                limits.h2_max_frame_size
+            ),
+        );
+    }
+    if limits.max_connections == 0 {
+        return invalid(
+            path.key("max_connections"),
+            "must be at least 1; 0 would refuse every connection",
         );
     }
     let clients = config.limits.rate_limit_clients;
@@ -1013,6 +1080,100 @@ endpoints = [\"127.0.0.1:9000\"]
                 "limits.max_header_size",
                 "2097152 bytes is out of range",
             ),
+            // Slow-client timeouts are nonzero; the body rate at most 1 GiB/s.
+            (
+                "[limits]\nheader_timeout = \"0s\"\n",
+                8,
+                18,
+                "limits.header_timeout",
+                "must be greater than zero",
+            ),
+            (
+                "[limits]\nkeepalive_timeout = \"0ms\"\n",
+                8,
+                21,
+                "limits.keepalive_timeout",
+                "must be greater than zero",
+            ),
+            (
+                "[limits]\nbody_rate_window = \"0s\"\n",
+                8,
+                20,
+                "limits.body_rate_window",
+                "must be greater than zero",
+            ),
+            (
+                "[limits]\nbody_min_rate = \"2GiB\"\n",
+                8,
+                17,
+                "limits.body_min_rate",
+                "2147483648 bytes per second is out of range",
+            ),
+            (
+                "[limits]\nheader_timeout = 10\n",
+                8,
+                18,
+                "limits.header_timeout",
+                "expected a duration",
+            ),
+            // HTTP/2 settings within the protocol's bounds.
+            (
+                "[limits]\nh2_max_concurrent_streams = 0\n",
+                8,
+                29,
+                "limits.h2_max_concurrent_streams",
+                "must be at least 1",
+            ),
+            (
+                "[limits]\nh2_max_concurrent_streams = 1000001\n",
+                8,
+                29,
+                "limits.h2_max_concurrent_streams",
+                "1000001 is out of range; expected at most 1000000",
+            ),
+            (
+                "[limits]\nh2_stream_window = \"16KiB\"\n",
+                8,
+                20,
+                "limits.h2_stream_window",
+                "16384 bytes is out of range; expected 65535 to 2147483647",
+            ),
+            (
+                "[limits]\nh2_connection_window = \"2GiB\"\n",
+                8,
+                24,
+                "limits.h2_connection_window",
+                "2147483648 bytes is out of range",
+            ),
+            (
+                "[limits]\nh2_max_frame_size = \"8KiB\"\n",
+                8,
+                21,
+                "limits.h2_max_frame_size",
+                "8192 bytes is out of range; expected 16KiB to 16777215",
+            ),
+            (
+                "[limits]\nh2_max_frame_size = \"16MiB\"\n",
+                8,
+                21,
+                "limits.h2_max_frame_size",
+                "16777216 bytes is out of range",
+            ),
+            // Connection caps: the listener cap is at least 1.
+            (
+                "[limits]\nmax_connections = 0\n",
+                8,
+                19,
+                "limits.max_connections",
+                "must be at least 1",
+            ),
+            (
+                "[limits]\nmax_connections_per_ip = -1\n",
+                8,
+                26,
+                "limits.max_connections_per_ip",
+                "invalid value",
+            ),
             // TLS listeners: at least one certificate, at most one default.
             (
                 "[[listeners]]\naddr = \"0.0.0.0:8443\"\ntls = { certs = [] }\n",
@@ -1281,6 +1442,11 @@ endpoints = [\"127.0.0.1:9000\"]
         let tails = [
             "[limits]\nmax_header_size = \"8KiB\"\n",
             "[limits]\nmax_header_size = \"1MiB\"\n",
+            "[limits]\nheader_timeout = \"500ms\"\nkeepalive_timeout = \"1h\"\nbody_min_rate = 0\nbody_rate_window = \"1s\"\n",
+            "[limits]\nbody_min_rate = \"1GiB\"\nmax_connections = 1\nmax_connections_per_ip = 0\n",
+            "[limits]\nh2_max_concurrent_streams = 1\nh2_stream_window = 65535\nh2_connection_window = 2147483647\nh2_max_frame_size = 16777215\n",
+            "[limits]\nh2_stream_window = \"16MiB\"\nh2_connection_window = \"64KiB\"\nh2_max_frame_size = \"16KiB\"\n",
+            "[limits]\nh2_max_concurrent_streams = 1000000\n",
             // Port 0 listeners each get their own free port.
             "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[listeners]]\naddr = \"127.0.0.1:0\"\n",
             "[[sites]]\nhosts = [\"*\", \"*.a.com\", \"a.com\", \"[::1]\"]\npool = \"origin\"\nshield = \"origin\"\n",

@@ -4,9 +4,9 @@
 //!
 //! Everything above the socket is in [`crate::proxy`]; this module only
 //! turns bytes into `http::Request`s and back, enforces the protocol-level
-//! limits (including the TLS handshake timeout), applies the per-site
-//! HTTPS rules of [`crate::https`], and shuts connections down gracefully
-//! when asked.
+//! limits (including the TLS handshake timeout, and the slow-client
+//! timeouts of [`crate::conn_clock`]), applies the per-site HTTPS rules of
+//! [`crate::https`], and shuts connections down gracefully when asked.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +21,11 @@ use tokio::sync::watch;
 use http::{Request, Version, header};
 use hyper::body::Incoming;
 
+use crate::body::{self, RateRule};
+use crate::conn_clock::{ClockedIo, ConnClock, Expiry, Timeouts, Tracked, Watchdog};
 use crate::framing::{FramingWatch, Verdicts};
 use crate::https::{self, Decision, HttpsPolicy};
+use crate::observe::metrics::slow_clients_closed;
 use crate::proxy::{AmbiguousFraming, ClientInfo, Proxy};
 use crate::tls::{ALPN_H2, TlsListener};
 use crate::upstream::ResetConnection;
@@ -41,30 +44,53 @@ pub struct HttpServer {
     /// (RFC 9113 §3.2: h2 over TLS requires ALPN).
     http1_only: auto::Builder<TokioExecutor>,
     https: Option<Arc<HttpsPolicy>>,
+    /// Header and keep-alive timeouts.
+    timeouts: Timeouts,
+    /// Minimum request body rate, when on.
+    body_rate: Option<RateRule>,
+    /// `edge_slow_clients_closed_total` for the watchdog's two reasons.
+    closed_header: metrics::Counter,
+    closed_idle: metrics::Counter,
+    _closed_body: metrics::Counter,
 }
 
 impl HttpServer {
     /// Applies the configured downstream limits and per-site HTTPS rules.
     pub fn new(limits: &edge_config::Limits, https: Option<Arc<HttpsPolicy>>) -> Self {
         let max_header_size = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
+        let u32_of = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             // hyper's auto builder bounds the head by its read buffer: a head
             // that does not fit is answered with 431.
-            // The timer enables hyper's header read timeout (30 s default),
-            // which closes slowloris connections that never finish a head.
             .timer(TokioTimer::new())
+            // Off: hyper's timer would also cut idle keep-alive connections
+            // at the header timeout; the connection clock does both apart.
+            .header_read_timeout(None)
             .max_buf_size(max_header_size.max(MIN_HEADER_LIMIT));
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
+            .max_header_list_size(u32_of(limits.max_header_size))
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .initial_stream_window_size(u32_of(limits.h2_stream_window))
+            .initial_connection_window_size(u32_of(limits.h2_connection_window))
+            .max_frame_size(u32_of(limits.h2_max_frame_size));
         HttpServer {
             h2_only: builder.clone().http2_only(),
             http1_only: builder.clone().http1_only(),
             builder,
             https,
+            timeouts: Timeouts {
+                header: limits.header_timeout,
+                keepalive: limits.keepalive_timeout,
+            },
+            body_rate: RateRule::from_limits(limits),
+            closed_header: slow_clients_closed(Expiry::Header.label()),
+            closed_idle: slow_clients_closed(Expiry::Keepalive.label()),
+            // Registered now so the series shows (at 0) before the first event.
+            _closed_body: slow_clients_closed(body::BODY_RATE),
         }
     }
 
@@ -149,8 +175,12 @@ impl HttpServer {
         let _open = OpenConnection::new(client.proto);
         let https = self.https.clone();
         let verdicts = Verdicts::default();
-        let stream = FramingWatch::new(stream, verdicts.clone());
+        let clock = ConnClock::new();
+        let stream = ClockedIo::new(FramingWatch::new(stream, verdicts.clone()), clock.clone());
+        let body_rate = self.body_rate;
+        let requests = clock.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
+            let in_flight = requests.request_started(req.version() == Version::HTTP_2);
             if req.version() < Version::HTTP_2
                 && req.headers().contains_key(header::TRANSFER_ENCODING)
                 && verdicts.next_is_ambiguous()
@@ -162,28 +192,65 @@ impl HttpServer {
             async move {
                 let hsts = match decision {
                     Some(Decision::Redirect(response)) => {
+                        let response = proxy.answered_by_backend(req, client, response);
                         return Ok::<_, InjectedReset>(
-                            proxy.answered_by_backend(req, client, response),
+                            response.map(|b| Tracked::new(b, in_flight)),
                         );
                     }
                     Some(Decision::Serve(hsts)) => hsts,
                     None => None,
                 };
-                let response = proxy.handle(req, client).await;
+                let response = match body_rate {
+                    Some(rule) => {
+                        let req = req.map(|b| body::with_min_rate(b, rule));
+                        proxy.handle(req, client).await
+                    }
+                    None => proxy.handle(req, client).await,
+                };
                 if response.extensions().get::<ResetConnection>().is_some() {
                     // An injected reset: hyper closes the connection unanswered.
                     return Err(InjectedReset);
                 }
-                Ok(https::with_hsts(response, hsts))
+                let response = https::with_hsts(response, hsts);
+                Ok(response.map(|b| Tracked::new(b, in_flight)))
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            () = stopping(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let mut watchdog = Watchdog::new(clock, self.timeouts);
+        let (mut closing, mut draining) = (false, false);
+        let result = loop {
+            tokio::select! {
+                // The connection first, so the watchdog sees what this
+                // wake-up did to the clock.
+                biased;
+                result = conn.as_mut() => break result,
+                expiry = std::future::poll_fn(|cx| watchdog.poll_expired(cx)) => {
+                    if closing {
+                        // Told to go and still here: close it.
+                        break Ok(());
+                    }
+                    match expiry {
+                        Expiry::Header => {
+                            self.closed_header.increment(1);
+                            tracing::debug!(peer = %client.addr, "no complete request head in time; closing");
+                            break Ok(());
+                        }
+                        Expiry::Keepalive => {
+                            self.closed_idle.increment(1);
+                            tracing::debug!(peer = %client.addr, "idle past the keep-alive timeout; closing");
+                            closing = true;
+                            watchdog.closing();
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+                () = stopping(&mut shutdown), if !draining => {
+                    draining = true;
+                    closing = true;
+                    watchdog.closing();
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         };
         if let Err(error) = result {

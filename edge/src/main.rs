@@ -1,15 +1,18 @@
 //! `edge`: a CDN edge cache and load balancer.
 //!
-//! Modules in request order: `listen` → `worker` → `conn` (the socket
-//! backend, with `tls` termination and the `https` site rules) → `proxy`
-//! (guards, routing, forwarding) with `guard` (rate limits), `route`,
-//! `forward`, `upstream` and `body` → `observe` (request ids, the access log); `admin` and `node` run
+//! Modules in request order: `listen` → `worker` (with the connection
+//! `caps`) → `conn` (the socket backend, with `tls` termination, the
+//! `https` site rules and the slow-client `conn_clock`) → `proxy`
+//! (guards, routing, forwarding) with `guard` (rate limits), `route`, `forward`, `upstream` and
+//! `body` → `observe` (request ids, the access log); `admin` and `node` run
 //! the process, `demo` is the self-contained showcase.
 
 mod admin;
 mod body;
 mod cache;
+mod caps;
 mod conn;
+mod conn_clock;
 mod demo;
 mod discovery;
 mod faults;

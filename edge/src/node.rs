@@ -14,6 +14,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::caps::{self, Caps, ListenerCap, PerIp};
 use crate::discovery::Dns;
 use crate::health;
 use crate::https::HttpsPolicy;
@@ -141,6 +142,8 @@ impl Node {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
 
+        let caps = connection_caps(config);
+
         let mut sockets_per_listener = Vec::with_capacity(config.listeners.len());
         for (index, listener) in config.listeners.iter().enumerate() {
             let sockets = listen::bind_reuseport(listener.addr, workers).with_context(|| {
@@ -192,6 +195,7 @@ impl Node {
                 index,
                 listeners,
                 tls: tls.clone(),
+                caps: caps.clone(),
                 https: https.clone(),
                 pipeline: pipeline.clone(),
                 limits: config.limits.clone(),
@@ -287,6 +291,44 @@ impl Node {
             log.close(LOG_CLOSE_DEADLINE);
         }
     }
+}
+
+/// Raises the open-file limit and builds each listener's connection caps,
+/// lowering `max_connections` where the limit could not hold it.
+fn connection_caps(config: &Config) -> Vec<Caps> {
+    let limits = &config.limits;
+    let listeners = config.listeners.len();
+    let max = match caps::raise_fd_limit() {
+        Ok(fd_limit) => {
+            let max = caps::effective_max_connections(limits.max_connections, listeners, fd_limit);
+            tracing::info!(
+                nofile = fd_limit,
+                max_connections = max,
+                "open-file limit raised to the hard limit"
+            );
+            if max < limits.max_connections {
+                tracing::warn!(
+                    nofile = fd_limit,
+                    configured = limits.max_connections,
+                    max_connections = max,
+                    "limits.max_connections lowered to fit the open-file limit (each connection may need two descriptors); raise LimitNOFILE to allow more"
+                );
+            }
+            max
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit; keeping max_connections as configured");
+            limits.max_connections
+        }
+    };
+    let per_ip = (limits.max_connections_per_ip > 0)
+        .then(|| Arc::new(PerIp::new(limits.max_connections_per_ip)));
+    (0..listeners)
+        .map(|_| Caps {
+            listener: Arc::new(ListenerCap::new(max)),
+            per_ip: per_ip.clone(),
+        })
+        .collect()
 }
 
 /// Config sections that parse (they are public contract) but whose

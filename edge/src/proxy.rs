@@ -471,7 +471,16 @@ impl Proxy {
                 head.version = downstream_version;
                 Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
             }
-            Err(error) => error.client_response(),
+            Err(error) => match error {
+                // The rest of the body may still be on its way (or never
+                // come): nothing after it on this connection can be trusted
+                // to be a request head.
+                UpstreamError::ClientBody(_) => {
+                    let (status, text) = error.client_answer();
+                    refuse(status, text)
+                }
+                _ => error.client_response(),
+            },
         }
     }
 }
@@ -554,10 +563,16 @@ impl Upstream {
             .send_attempts(pool, method, path_and_query, headers, body)
             .await;
         if let (Some(limit), Some(admitted)) = (&pool.adaptive, admitted) {
-            let ok = result
-                .as_ref()
-                .is_ok_and(|response| !response.status().is_server_error());
-            limit.complete(admitted, ok, pool.now());
+            match &result {
+                // The client's slow body says nothing about the origin.
+                Err(UpstreamError::ClientBody(_)) => limit.release(admitted),
+                _ => {
+                    let ok = result
+                        .as_ref()
+                        .is_ok_and(|response| !response.status().is_server_error());
+                    limit.complete(admitted, ok, pool.now());
+                }
+            }
         }
         result
     }
@@ -618,12 +633,18 @@ impl Upstream {
             )
             .record(sent.elapsed().as_secs_f64());
             let outcome = match &result {
-                Ok(response) => edge_lb::Outcome::from_status(response.status().as_u16()),
-                Err(UpstreamError::Connect(_)) => edge_lb::Outcome::ConnectFailure,
-                Err(UpstreamError::Timeout(_)) => edge_lb::Outcome::Timeout,
-                Err(_) => edge_lb::Outcome::Reset,
+                Ok(response) => Some(edge_lb::Outcome::from_status(response.status().as_u16())),
+                Err(UpstreamError::Connect(_)) => Some(edge_lb::Outcome::ConnectFailure),
+                Err(UpstreamError::Timeout(_)) => Some(edge_lb::Outcome::Timeout),
+                // The client's body failed: a cancellation, which neither
+                // helps nor hurts the endpoint.
+                Err(UpstreamError::ClientBody(_)) => None,
+                Err(_) => Some(edge_lb::Outcome::Reset),
             };
-            guard.finish(outcome, pool.now());
+            match outcome {
+                Some(outcome) => guard.finish(outcome, pool.now()),
+                None => drop(guard),
+            }
             let failed = match &result {
                 Ok(response) => edge_lb::retryable_status(response.status().as_u16()),
                 Err(_) => true,
@@ -636,6 +657,10 @@ impl Upstream {
                 && tried.len() + 1 < pool.lb.len()
                 && pool.budget.try_withdraw(pool.now());
             match result {
+                Err(error @ UpstreamError::ClientBody(_)) => {
+                    tracing::debug!(%endpoint, %error, "request body from the client failed");
+                    return Err(error);
+                }
                 Err(error) if !may_retry => {
                     tracing::warn!(%endpoint, %error, "upstream request failed");
                     return Err(error);

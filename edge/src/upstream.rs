@@ -109,6 +109,11 @@ pub enum UpstreamError {
     /// Over the pool's adaptive concurrency limit: shed (load shedding).
     #[error("shed: the pool is at its adaptive concurrency limit")]
     Shed,
+    /// The client's request body arrived too slowly (below
+    /// `[limits] body_min_rate`) or stalled: the client's fault, not the
+    /// origin's.
+    #[error("request body from the client: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -139,6 +144,10 @@ impl UpstreamError {
             UpstreamError::Injected(Abort::Reset) => (
                 http::StatusCode::BAD_GATEWAY,
                 "edge: injected fault (connection reset)\n",
+            ),
+            UpstreamError::ClientBody(_) => (
+                http::StatusCode::REQUEST_TIMEOUT,
+                "edge: the request body arrived too slowly\n",
             ),
         }
     }
@@ -226,6 +235,7 @@ impl UpstreamClient {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) if client_body_failed(&e) => Err(UpstreamError::ClientBody(error_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Exchange(error_chain(&e))),
         }
     }
@@ -236,6 +246,19 @@ fn host_name(endpoints: &[edge_config::Endpoint]) -> Option<String> {
     let (host, _port) = endpoints.first()?.addr.rsplit_once(':')?;
     let is_address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
     (!is_address).then(|| host.to_owned())
+}
+
+/// Whether the exchange failed because the client's request body did:
+/// too slow, or stalled past the pool's body timeout.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(error) = source {
+        if error.is::<crate::body::BodyTooSlow>() || error.is::<crate::body::BodyStalled>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// An error with its sources, "outer: inner: root", for logs.

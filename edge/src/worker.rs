@@ -10,8 +10,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::caps::{Caps, Rejected};
 use crate::conn::{HttpServer, stopping};
 use crate::https::HttpsPolicy;
+use crate::observe::metrics::connections_rejected;
 use crate::proxy::{Pipeline, Proxy};
 use crate::tls::TlsListener;
 
@@ -23,6 +25,8 @@ pub struct WorkerSpec {
     pub listeners: Vec<StdListener>,
     /// TLS of each listener (same order), shared by all workers.
     pub tls: Vec<Option<Arc<TlsListener>>>,
+    /// Connection caps of each listener (same order), shared by all workers.
+    pub caps: Vec<Caps>,
     /// Per-site redirect and HSTS rules, when any site has them.
     pub https: Option<Arc<HttpsPolicy>>,
     /// The shared pipeline tables.
@@ -51,7 +55,7 @@ async fn run(spec: WorkerSpec) {
     // Every accept loop and connection holds a sender; when the last one
     // is dropped, `recv` returns None: the worker has drained.
     let (alive, mut drained) = mpsc::channel::<()>(1);
-    for (listener, tls) in spec.listeners.into_iter().zip(spec.tls) {
+    for ((listener, tls), caps) in spec.listeners.into_iter().zip(spec.tls).zip(spec.caps) {
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -62,6 +66,7 @@ async fn run(spec: WorkerSpec) {
         tokio::spawn(accept_loop(
             listener,
             tls,
+            caps,
             server.clone(),
             proxy.clone(),
             spec.shutdown.clone(),
@@ -87,11 +92,15 @@ async fn run(spec: WorkerSpec) {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<TlsListener>>,
+    caps: Caps,
     server: Arc<HttpServer>,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    // Resolved once: a flood of refusals costs an atomic add each.
+    let refused_listener = connections_rejected(Rejected::ListenerCap.label());
+    let refused_ip = connections_rejected(Rejected::IpCap.label());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -99,6 +108,21 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let admission = match caps.admit(peer.ip()) {
+                    Ok(admission) => admission,
+                    Err(rejected) => {
+                        match rejected {
+                            Rejected::ListenerCap => refused_listener.increment(1),
+                            Rejected::IpCap => refused_ip.increment(1),
+                        }
+                        tracing::debug!(%peer, reason = rejected.label(), "connection refused");
+                        // A reset, not a FIN: no TIME_WAIT socket per
+                        // refused connection when a flood hits the cap.
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (server, proxy, tls, shutdown, alive) = (
                     server.clone(),
@@ -112,6 +136,7 @@ async fn accept_loop(
                         Some(tls) => server.serve_tls(stream, peer, proxy, tls, shutdown).await,
                         None => server.serve(stream, peer, proxy, shutdown).await,
                     }
+                    drop(admission);
                     drop(alive);
                 });
             }

@@ -176,6 +176,13 @@ impl AdaptiveLimit {
         }
     }
 
+    /// Releases an admitted request that says nothing about the origin (the
+    /// client's own body was too slow): no latency sample, no change.
+    pub fn release(&self, admitted: Admitted) {
+        drop(admitted);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Records `rtt` in the window and returns the baseline to compare with.
     fn observe_rtt(&self, rtt: u64, now: Nanos) -> u64 {
         let start = self.window_start.load(Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! Prometheus metrics through the `metrics` facade, rendered by
 //! metrics-exporter-prometheus on the admin listener's `GET /metrics`.
 //!
-//! Two kinds of series:
+//! Three kinds of series:
 //!
 //! - **Per request**, recorded when a request completes ([`RequestMetrics`]):
 //!   `edge_requests_total{site,status,cache,protocol}`,
@@ -12,6 +12,10 @@
 //! - **State**, read from the node's own counters when `/metrics` is
 //!   scraped ([`super::scrape`]): cache tiers, pools and endpoints, the
 //!   access log. Nothing on the request path pays for them.
+//! - **Events** of the connection layer, counted where they happen:
+//!   connections refused by the caps
+//!   ([`connections_rejected`]) and slow clients cut off
+//!   ([`slow_clients_closed`]).
 //!
 //! Cardinality is bounded by configuration: labels are sites (their first
 //! host), pools, endpoint addresses, listeners, status classes and fixed
@@ -46,6 +50,19 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// `edge_connections_rejected_total{reason}`: connections reset at accept
+/// by a connection cap (`listener_cap`, `ip_cap`).
+pub fn connections_rejected(reason: &'static str) -> Counter {
+    counter!("edge_connections_rejected_total", "reason" => reason)
+}
+
+/// `edge_slow_clients_closed_total{reason}`: connections closed for an
+/// unfinished head (`header_timeout`) or idleness (`keepalive`), and request
+/// bodies failed for their rate (`body_rate`).
+pub fn slow_clients_closed(reason: &'static str) -> Counter {
+    counter!("edge_slow_clients_closed_total", "reason" => reason)
 }
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
