@@ -20,6 +20,22 @@ pub struct Answer {
     pub status: u16,
     /// Bytes after the head (chunk framing included, if any).
     pub body_len: usize,
+    /// Header fields in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    /// The values of header `name` (lower case), joined with `, ` as
+    /// RFC 9110 §5.3 allows; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
 }
 
 /// The request bytes for `GET path` with `Connection: close`.
@@ -61,15 +77,21 @@ pub fn parse(raw: &[u8]) -> anyhow::Result<Answer> {
         );
     };
     let head = std::str::from_utf8(&raw[..head_end]).context("response head is not UTF-8")?;
-    let status_line = head.split("\r\n").next().unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
     let status = status_line
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
     Ok(Answer {
         status,
         body_len: raw.len() - head_end - 4,
+        headers,
     })
 }
 
@@ -83,6 +105,12 @@ mod tests {
         let answer = parse(raw).unwrap();
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body_len, 5);
+        assert_eq!(
+            answer.header("cache-status").as_deref(),
+            Some("edge-bench; hit")
+        );
+        assert_eq!(answer.header("age").as_deref(), Some("3"));
+        assert_eq!(answer.header("via"), None);
     }
 
     #[test]

@@ -36,6 +36,24 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// wrk script for runs over many objects: each thread pre-formats one
+/// request per object in `init` and `request` hands them out in turn, so
+/// the per-request cost is a table lookup (wrk's `done()` hook follows).
+const WRK_ROTATE: &str = r#"
+local requests = {}
+local turn = 0
+init = function(args)
+  local prefix, count = args[1], tonumber(args[2])
+  for i = 0, count - 1 do
+    requests[i + 1] = wrk.format(nil, prefix .. i)
+  end
+end
+request = function()
+  turn = turn % #requests + 1
+  return requests[turn]
+end
+"#;
+
 /// The protocol a run speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Protocol {
@@ -58,6 +76,18 @@ pub struct LoadSpec {
     pub close: bool,
     /// HTTP/1.1 or h2c.
     pub protocol: Protocol,
+    /// Requests rotate over many objects instead of repeating the URL's
+    /// path (wrk only).
+    pub rotate: Option<Rotation>,
+}
+
+/// Objects `prefix` + `0` … `prefix` + (`count` - 1), requested in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Path prefix, e.g. `/disk/64k/`.
+    pub prefix: String,
+    /// How many objects.
+    pub count: u32,
 }
 
 /// What a load run measured.
@@ -101,6 +131,7 @@ impl Loader {
         ca: &Path,
     ) -> anyhow::Result<Loader> {
         fs::write(dir.join("report.lua"), WRK_SCRIPT)?;
+        fs::write(dir.join("rotate.lua"), format!("{WRK_ROTATE}{WRK_SCRIPT}"))?;
         Ok(Loader {
             tools,
             placement,
@@ -137,6 +168,9 @@ impl Loader {
         } else {
             self.tool_for(spec.protocol)
         };
+        if spec.rotate.is_some() && tool != Some("wrk") {
+            bail!("runs over many objects need wrk (apt-get install wrk)");
+        }
         let (tool, mut command) = match (tool, &self.tools) {
             (Some(crate::tls::CHURN), _) => {
                 let mut command = Command::new(std::env::current_exe()?);
@@ -155,12 +189,22 @@ impl Loader {
                     .arg(format!("-t{threads}"))
                     .arg(format!("-c{}", spec.concurrency))
                     .arg(format!("-d{secs}s"))
-                    .arg("-s")
-                    .arg(self.dir.join("report.lua"));
+                    .arg("-s");
+                match &spec.rotate {
+                    Some(_) => command.arg(self.dir.join("rotate.lua")),
+                    None => command.arg(self.dir.join("report.lua")),
+                };
                 if spec.close {
                     command.args(["-H", "Connection: close"]);
                 }
                 command.arg(&spec.url);
+                if let Some(rotate) = &spec.rotate {
+                    // The script's init(args): what follows `--`.
+                    command
+                        .arg("--")
+                        .arg(&rotate.prefix)
+                        .arg(rotate.count.to_string());
+                }
                 ("wrk", command)
             }
             (

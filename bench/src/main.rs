@@ -11,7 +11,8 @@
 //! processes and their configs), `load` (wrk/h2load/oha), `storm` (the
 //! coalescing storm client), `measure` (CPU from /proc), `scenario` (what
 //! each scenario does and checks), `report` (table, JSON, RESULTS.md),
-//! `pin`, `tools`, `client`.
+//! `storage` (where the disk scenarios' stores live), `pin`, `tools`,
+//! `client`.
 
 mod client;
 mod load;
@@ -21,6 +22,7 @@ mod peers;
 mod pin;
 mod report;
 mod scenario;
+mod storage;
 mod storm;
 mod tls;
 mod tools;
@@ -33,7 +35,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 
 use crate::load::Loader;
-use crate::peers::Peer;
+use crate::peers::{DiskIo, Kind, Peer};
 use crate::pin::Placement;
 use crate::scenario::{Bench, Timing};
 use crate::tools::Tools;
@@ -56,11 +58,12 @@ const LATENCY_QUICK: Duration = Duration::from_secs(1);
 #[command(
     name = "edge-bench",
     about = "Benchmarks edge against nginx and Varnish on this machine (loopback only)",
-    after_help = "Scenarios: hit-1k hit-64k hit-1m hit-1k-h2 miss-passthrough coalesce-storm conn-churn tls-handshake hit-1k-tls (default: all).\n\
+    after_help = "Scenarios: hit-1k hit-64k hit-1m hit-1k-h2 miss-passthrough coalesce-storm conn-churn tls-handshake hit-1k-tls disk-64k disk-1m (default: all).\n\
+                  A group name picks every scenario it starts: `disk` = disk-64k disk-1m, `hit` = the hit-* ones.\n\
                   Peers are optional: apt-get install nginx varnish wrk nghttp2-client"
 )]
 struct Cli {
-    /// Scenarios to run (all when none are given).
+    /// Scenarios to run, or groups such as `disk` (all when none are given).
     scenarios: Vec<String>,
     /// Short smoke run (2 s per measurement); not recorded in RESULTS.md.
     #[arg(long)]
@@ -74,7 +77,8 @@ struct Cli {
     /// Interleaved rounds the measured time is split into (default 3, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// Only these peers (comma-separated: edge,nginx,varnish).
+    /// Only these peers (comma-separated: edge,nginx,varnish; the disk
+    /// scenarios' edge-uring and edge-blocking count as edge too).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     peers: Option<Vec<String>>,
     /// Use this edge binary instead of building target/release/edge.
@@ -115,10 +119,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     );
     let scenarios = chosen_scenarios(&cli.scenarios)?;
     let wanted = |name: &str| {
-        cli.peers
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|p| p == name))
+        cli.peers.as_ref().is_none_or(|list| {
+            list.iter()
+                .any(|p| p == name || (p == "edge" && name.starts_with("edge-")))
+        })
     };
+    // The disk scenarios have their own edge peers, and Varnish (memory
+    // storage) sits them out: start only what the chosen scenarios use.
+    let disk_run = scenarios.iter().any(|s| scenario::is_disk(s));
+    let other_run = scenarios.iter().any(|s| !scenario::is_disk(s));
     raise_fd_limit();
     let machine = report::Machine::read();
 
@@ -167,13 +176,33 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     eprintln!("origin on http://{}; {}", origin.addr, placement.describe());
 
     let mut servers: Vec<Peer> = Vec::new();
-    if wanted("edge") {
+    let mut missing: Vec<(Kind, String)> = Vec::new();
+    if wanted("edge") && other_run {
         servers.push(peers::start_edge(
             &edge_bin,
             origin.addr,
             &placement,
             &certs,
         )?);
+    }
+    if disk_run {
+        let (base, note) = storage::store_base();
+        notes.extend(note);
+        for io in [DiskIo::Uring, DiskIo::Blocking] {
+            let name = Kind::EdgeDisk(io).name();
+            if !wanted(name) {
+                continue;
+            }
+            // io_uring may be refused (seccomp, kernel.io_uring_disabled):
+            // that peer is reported missing, never replaced by another.
+            match peers::start_edge_disk(&edge_bin, origin.addr, &placement, io, &base) {
+                Ok(peer) => servers.push(peer),
+                Err(error) => {
+                    eprintln!("{name} did not start: {error:#}");
+                    missing.push((Kind::EdgeDisk(io), format!("{error:#}")));
+                }
+            }
+        }
     }
     let optional = [
         (
@@ -187,11 +216,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         let Some(binary) = binary.filter(|_| wanted(name)) else {
             continue;
         };
+        if name == "varnish" && !other_run {
+            continue;
+        }
         match start(&binary, origin.addr, &placement, &certs) {
             Ok(peer) => servers.push(peer),
             Err(error) => notes.push(format!("{name} skipped: it did not start: {error:#}")),
         }
     }
+    notes.extend(servers.iter().filter_map(|peer| peer.about.clone()));
     for peer in &servers {
         eprintln!(
             "{} on http://{} (pid {})",
@@ -228,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             warmup: WARMUP,
             latency: if cli.quick { LATENCY_QUICK } else { LATENCY },
         },
+        missing: &missing,
     };
 
     let mut rows = Vec::new();
@@ -302,19 +336,36 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 type PeerStart =
     fn(&Path, std::net::SocketAddr, &Placement, &tls::TlsFiles) -> anyhow::Result<Peer>;
 
+/// The scenarios named, in the order named; a name that is no scenario
+/// but the start of some (`disk` for `disk-64k` and `disk-1m`) picks them
+/// all. Each runs once.
 fn chosen_scenarios(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
     if names.is_empty() {
         return Ok(scenario::ALL.to_vec());
     }
     let mut chosen = Vec::new();
     for name in names {
-        let Some(known) = scenario::ALL.iter().find(|s| **s == name.as_str()) else {
+        let group_prefix = format!("{name}-");
+        let matching: Vec<&'static str> = match scenario::ALL.iter().find(|s| **s == name.as_str())
+        {
+            Some(known) => vec![*known],
+            None => scenario::ALL
+                .iter()
+                .copied()
+                .filter(|s| s.starts_with(&group_prefix))
+                .collect(),
+        };
+        if matching.is_empty() {
             bail!(
-                "unknown scenario {name:?}; known: {}",
+                "unknown scenario {name:?}; known: {} (or a group: disk, hit)",
                 scenario::ALL.join(" ")
             );
-        };
-        chosen.push(*known);
+        }
+        for scenario in matching {
+            if !chosen.contains(&scenario) {
+                chosen.push(scenario);
+            }
+        }
     }
     Ok(chosen)
 }
@@ -375,5 +426,34 @@ fn raise_fd_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn scenarios_by_name_and_group() {
+        assert_eq!(chosen_scenarios(&[]).unwrap(), scenario::ALL);
+        assert_eq!(
+            chosen_scenarios(&names(&["disk"])).unwrap(),
+            ["disk-64k", "disk-1m"]
+        );
+        assert_eq!(
+            chosen_scenarios(&names(&["disk-1m", "hit-1k", "disk"])).unwrap(),
+            ["disk-1m", "hit-1k", "disk-64k"]
+        );
+        assert_eq!(
+            chosen_scenarios(&names(&["hit-1k"])).unwrap(),
+            ["hit-1k"],
+            "an exact name is not also a group"
+        );
+        assert!(chosen_scenarios(&names(&["dis"])).is_err());
+        assert!(chosen_scenarios(&names(&["hit-2k"])).is_err());
     }
 }

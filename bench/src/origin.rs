@@ -8,6 +8,7 @@
 //! | `/1k`, `/64k`, `/1m` | 1 KiB, 64 KiB, 1 MiB, `Cache-Control: public, max-age=3600` |
 //! | `/nostore`      | 1 KiB, `Cache-Control: no-store` (every request reaches us) |
 //! | `/slow/<any>`   | 1 KiB after [`SLOW_DELAY`], cacheable like `/1k`            |
+//! | `/disk/64k/<any>`, `/disk/1m/<any>` | 64 KiB, 1 MiB, cacheable: one object per name (the disk scenarios) |
 //! | anything else   | 404, `no-store`                                             |
 //!
 //! The counts are how the harness proves that hits were hits (they stay
@@ -165,6 +166,10 @@ async fn answer<B>(req: &Request<B>, counts: &Counts, bodies: &Bodies) -> Respon
         "/64k" => (StatusCode::OK, CACHEABLE, bodies.k64.clone()),
         "/1m" => (StatusCode::OK, CACHEABLE, bodies.m1.clone()),
         "/nostore" => (StatusCode::OK, "no-store", bodies.k1.clone()),
+        // Many objects of one size; the same bytes under every name is
+        // fine, each name is its own cache entry (and its own file on disk).
+        many if many.starts_with("/disk/64k/") => (StatusCode::OK, CACHEABLE, bodies.k64.clone()),
+        many if many.starts_with("/disk/1m/") => (StatusCode::OK, CACHEABLE, bodies.m1.clone()),
         slow if slow.starts_with("/slow/") => {
             tokio::time::sleep(SLOW_DELAY).await;
             (StatusCode::OK, CACHEABLE, bodies.k1.clone())

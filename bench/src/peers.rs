@@ -40,6 +40,9 @@ const BACKLOG: u32 = 4096;
 pub enum Kind {
     /// Our own.
     Edge,
+    /// Our own with a disk tier on this file I/O backend and a small
+    /// memory tier: the disk scenarios' edge.
+    EdgeDisk(DiskIo),
     /// nginx with proxy_cache.
     Nginx,
     /// Varnish with malloc storage.
@@ -51,8 +54,35 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Edge => "edge",
+            Kind::EdgeDisk(DiskIo::Uring) => "edge-uring",
+            Kind::EdgeDisk(DiskIo::Blocking) => "edge-blocking",
             Kind::Nginx => "nginx",
             Kind::Varnish => "varnish",
+        }
+    }
+
+    /// One of edge's configurations.
+    pub fn is_edge(self) -> bool {
+        matches!(self, Kind::Edge | Kind::EdgeDisk(_))
+    }
+}
+
+/// The disk tier's file I/O backend (`[cache] disk.backend`), forced so a
+/// run compares the two instead of measuring whatever `auto` picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskIo {
+    /// `backend = "io_uring"`: start-up fails if the kernel refuses it.
+    Uring,
+    /// `backend = "blocking"`: tokio's blocking pool with pread.
+    Blocking,
+}
+
+impl DiskIo {
+    /// The config value.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            DiskIo::Uring => "io_uring",
+            DiskIo::Blocking => "blocking",
         }
     }
 }
@@ -67,6 +97,8 @@ pub struct Peer {
     pub h2: Option<SocketAddr>,
     /// HTTPS address (the generated certificate), if the peer does TLS.
     pub tls: Option<SocketAddr>,
+    /// A line for the run's notes (where a disk store lives, its backend).
+    pub about: Option<String>,
     child: Child,
     dir: TempDir,
 }
@@ -162,13 +194,85 @@ pub fn start_edge(
     tls: &TlsFiles,
 ) -> anyhow::Result<Peer> {
     let dir = TempDir::with_prefix("edge-bench-edge-")?;
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, edge_config(origin, tls))?;
+    let config = edge_config(origin, tls);
+    launch_edge(binary, Kind::Edge, dir, &config, placement)
+}
+
+/// Starts an edge with a disk tier on backend `io` (the disk scenarios).
+/// The store lives in `store_base` (a directory on a real file system, not
+/// tmpfs) and is removed with the peer.
+pub fn start_edge_disk(
+    binary: &Path,
+    origin: SocketAddr,
+    placement: &Placement,
+    io: DiskIo,
+    store_base: &Path,
+) -> anyhow::Result<Peer> {
+    let kind = Kind::EdgeDisk(io);
+    let dir = TempDir::with_prefix_in(format!("edge-bench-{}-", kind.name()), store_base)
+        .with_context(|| format!("creating a directory in {}", store_base.display()))?;
+    let store = dir.path().join("store");
+    let config = edge_disk_config(origin, &store, io);
+    let mut peer = launch_edge(binary, kind, dir, &config, placement)?;
+    // edge logs the backend it opened the store with; a mismatch would
+    // make the comparison meaningless.
+    let log = std::fs::read_to_string(peer.log()).unwrap_or_default();
+    let logged = logged_disk_backend(&log);
+    match logged.as_deref() {
+        Some(backend) if backend != io.config_value() => {
+            bail!(
+                "{} opened its disk store with backend {backend}, not {}",
+                kind.name(),
+                io.config_value()
+            );
+        }
+        Some(backend) => {
+            peer.about = Some(format!(
+                "{}: disk store {} ({}), backend {backend} (from its start-up log)",
+                kind.name(),
+                store.display(),
+                crate::storage::fs_name(store_base)
+            ));
+        }
+        None => {
+            peer.about = Some(format!(
+                "{}: disk store {} ({}); its log did not name the backend",
+                kind.name(),
+                store.display(),
+                crate::storage::fs_name(store_base)
+            ));
+        }
+    }
+    Ok(peer)
+}
+
+/// The `backend=` field of edge's "disk store opened" log line.
+fn logged_disk_backend(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|line| line.contains("reason="))
+        .find_map(|line| {
+            let value = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("backend="))?;
+            Some(value.trim_matches('"').to_owned())
+        })
+}
+
+/// Runs `edge run` with `config` written into `dir` and waits for `ready`.
+fn launch_edge(
+    binary: &Path,
+    kind: Kind,
+    dir: TempDir,
+    config: &str,
+    placement: &Placement,
+) -> anyhow::Result<Peer> {
+    let config_path = dir.path().join("edge.toml");
+    std::fs::write(&config_path, config)?;
     let mut command = Command::new(binary);
     command
         .arg("run")
         .arg("--config")
-        .arg(&config)
+        .arg(&config_path)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -205,7 +309,18 @@ pub fn start_edge(
                     https = url.trim().parse::<SocketAddr>().ok();
                 }
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stdout closed before `ready`: edge exited (a config it
+                // refused, io_uring unavailable, …).
+                let status = child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
+                bail!(
+                    "edge exited at start ({status}); its log: {}",
+                    tail(&dir.path().join("server.log"))
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!(
@@ -217,10 +332,11 @@ pub fn start_edge(
     }
     let h1 = h1.context("edge printed `ready` without a `listener 0: http://…` line")?;
     Ok(Peer {
-        kind: Kind::Edge,
+        kind,
         h1,
         h2: Some(h1),
         tls: https,
+        about: None,
         child,
         dir,
     })
@@ -250,6 +366,41 @@ tls = {{ certs = [{{ cert = "{cert}", key = "{key}" }}], session_cache = 0 }}
 [cache]
 memory = "512MiB"
 max_object_size = "8MiB"
+
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+
+[pools.origin]
+endpoints = ["{origin}"]
+"#
+    )
+}
+
+/// The disk scenarios' edge: objects over `max_object_size` (32 KiB) skip
+/// the memory tier and go straight to disk, so every hit on a 64 KiB or
+/// 1 MiB object streams from the store. The store's 1 GiB takes objects up
+/// to 128 MiB (an eighth) and holds both scenarios' 68 MiB without
+/// evicting. No TLS listener: the disk scenarios are plain HTTP/1.1.
+fn edge_disk_config(origin: SocketAddr, store: &Path, io: DiskIo) -> String {
+    let (path, backend) = (store.display(), io.config_value());
+    format!(
+        r#"# Generated by edge-bench (disk scenarios).
+[node]
+id = "edge-bench"
+workers = 1
+drain_timeout = "1s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+addr = "127.0.0.1:0"
+
+[cache]
+memory = "64MiB"
+max_object_size = "32KiB"
+disk = {{ path = "{path}", size = "1GiB", backend = "{backend}" }}
 
 [[sites]]
 hosts = ["*"]
@@ -294,6 +445,7 @@ pub fn start_nginx(
         h1,
         h2: Some(h2),
         tls: Some(https),
+        about: None,
         child,
         dir,
     };
@@ -458,6 +610,7 @@ pub fn start_varnish(
         h2: Some(h1),
         // Varnish has no TLS.
         tls: None,
+        about: None,
         child,
         dir,
     };
@@ -578,6 +731,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_logged_disk_backend() {
+        let log = "2026-11-30T10:00:00Z  INFO edge_cache::disk: disk store opened \
+                   path=/tmp/x backend=\"io_uring\" reason=ok objects=0\n";
+        assert_eq!(logged_disk_backend(log).as_deref(), Some("io_uring"));
+        let plain = "INFO disk store opened backend=blocking reason=forced by config";
+        assert_eq!(logged_disk_backend(plain).as_deref(), Some("blocking"));
+        assert_eq!(logged_disk_backend("INFO listening\n"), None);
+    }
+
+    #[test]
     fn free_ports_are_below_the_ephemeral_range() {
         let addr = free_port().unwrap();
         assert!((20_000..32_000).contains(&addr.port()));
@@ -597,6 +760,11 @@ mod tests {
             edge.contains("tls = { certs = [{ cert = \"/tmp/x/c.pem\", key = \"/tmp/x/k.pem\" }]")
         );
         assert!(varnish_vcl(origin).contains(".port = \"9000\""));
+        let disk = edge_disk_config(origin, Path::new("/tmp/s"), DiskIo::Blocking);
+        assert!(
+            disk.contains("disk = { path = \"/tmp/s\", size = \"1GiB\", backend = \"blocking\" }")
+        );
+        assert!(disk.contains("max_object_size = \"32KiB\""));
         let ports = NginxPorts {
             h1: "127.0.0.1:20001".parse().unwrap(),
             h2: "127.0.0.1:20002".parse().unwrap(),

@@ -6,6 +6,11 @@
 //! CPU µs/req above 1 means the peer spends more CPU per request than
 //! edge, req/s above 1 means the peer served more, p99 above 1 means the
 //! peer's tail is slower.
+//!
+//! The disk scenarios have no plain `edge` row: there the baseline is
+//! `edge-uring` (what `backend = "auto"` picks where the kernel allows
+//! io_uring), so `edge-blocking`'s ratios read as "the fallback against
+//! io_uring", and the ratio columns say `÷uring`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -145,13 +150,26 @@ impl Table {
     }
 }
 
-/// Table order: the baseline, edge, then the peers by name.
+/// Table order: the origin baseline, edge's configurations, then the
+/// peers by name.
 fn rank(row: &Row) -> (u8, &str) {
     match row.peer.as_str() {
         "origin-direct" => (0, ""),
         "edge" => (1, ""),
-        other => (2, other),
+        "edge-uring" => (2, ""),
+        "edge-blocking" => (3, ""),
+        other => (4, other),
     }
+}
+
+/// The row every ratio divides by: `edge`, or `edge-uring` in the disk
+/// scenarios; only when it passed its checks.
+fn baseline<'a>(rows: &[&'a Row]) -> Option<&'a Row> {
+    ["edge", "edge-uring"]
+        .iter()
+        .find_map(|name| rows.iter().find(|r| r.peer == *name))
+        .filter(|r| r.valid)
+        .copied()
 }
 
 /// One scenario's rows in table order.
@@ -178,7 +196,9 @@ fn table_for(rows: &[&Row]) -> Table {
         return storm_table(rows);
     }
     let miss = rows.iter().any(|r| r.p50_one_conn_ms.is_some());
-    let edge = rows.iter().find(|r| r.peer == "edge" && r.valid);
+    let edge = baseline(rows);
+    // Even when edge-uring did not start: its failed row says why.
+    let by_uring = rows.iter().any(|r| r.peer.starts_with("edge-"));
     let ratio = |value: Option<f64>, base: Option<f64>| match (value, base) {
         (Some(v), Some(b)) if b > 0.0 && v.is_finite() => format!("{:.2}", v / b),
         _ => "–".into(),
@@ -193,10 +213,12 @@ fn table_for(rows: &[&Row]) -> Table {
         "server cores",
         "client busy",
         "foreign cores",
-        "CPU/req ÷edge",
-        "req/s ÷edge",
-        "p99 ÷edge",
     ];
+    if by_uring {
+        headers.extend(["CPU/req ÷uring", "req/s ÷uring", "p99 ÷uring"]);
+    } else {
+        headers.extend(["CPU/req ÷edge", "req/s ÷edge", "p99 ÷edge"]);
+    }
     if miss {
         headers.extend(["p50 1-conn ms", "added p50 ms"]);
     }
@@ -311,8 +333,9 @@ pub fn text(run: &Run) -> String {
         notes_for(&rows, &mut out, "    ! ");
     }
     out.push_str(
-        "\nratios are peer ÷ edge: CPU/req > 1 = the peer spends more CPU per request; \
-         req/s > 1 = the peer served more; p99 > 1 = the peer's tail is slower.\n",
+        "\nratios are peer ÷ edge (÷ edge-uring in the disk scenarios): CPU/req > 1 = the peer \
+         spends more CPU per request; req/s > 1 = the peer served more; p99 > 1 = the peer's \
+         tail is slower.\n",
     );
     out
 }
@@ -439,5 +462,24 @@ mod tests {
         let mut md = String::new();
         table.markdown(&mut md);
         assert!(md.starts_with("| peer | req/s |"));
+    }
+
+    #[test]
+    fn disk_rows_divide_by_edge_uring() {
+        let rows = [
+            row("nginx", 30_000.0, 30.0),
+            row("edge-blocking", 15_000.0, 60.0),
+            row("edge-uring", 20_000.0, 40.0),
+        ];
+        let mut refs: Vec<&Row> = rows.iter().collect();
+        refs.sort_by(|a, b| rank(a).cmp(&rank(b)));
+        let table = table_for(&refs);
+        assert_eq!(table.headers[9], "CPU/req ÷uring");
+        assert_eq!(table.rows[0][0], "edge-uring");
+        let blocking = &table.rows[1];
+        assert_eq!(blocking[0], "edge-blocking");
+        assert_eq!(blocking[9], "1.50");
+        assert_eq!(blocking[10], "0.75");
+        assert_eq!(table.rows[2][9], "0.75");
     }
 }

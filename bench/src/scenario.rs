@@ -8,8 +8,15 @@
 //! rotated order. A peer's reported figures are those of its least
 //! disturbed round (least foreign CPU); every round stays in the JSON and
 //! the table shows the spread of CPU µs/req across them.
+//!
+//! The disk scenarios (`disk-64k`, `disk-1m`) live in the `disk` child
+//! module: their own edge peers, objects warmed onto disk, and answers
+//! sampled during the rounds.
+
+mod disk;
 
 use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,6 +26,8 @@ use crate::measure::{Window, WindowCpu};
 use crate::origin::Origin;
 use crate::peers::{Kind, Peer};
 use crate::storm::{self, StormResult};
+
+pub use disk::Samples;
 
 /// Requests in flight in the load scenarios (HTTP/1.1: one per connection).
 pub const CONCURRENCY: u32 = 64;
@@ -40,7 +49,15 @@ pub const ALL: &[&str] = &[
     "conn-churn",
     "tls-handshake",
     "hit-1k-tls",
+    "disk-64k",
+    "disk-1m",
 ];
+
+/// Whether `name` is one of the disk scenarios, which run against their
+/// own edge peers (`edge-uring`, `edge-blocking`).
+pub fn is_disk(name: &str) -> bool {
+    matches!(plan(name), Some(Plan::Disk { .. }))
+}
 
 /// What one scenario does.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +74,31 @@ enum Plan {
     Miss,
     /// 1,000 concurrent requests for one cold object.
     Storm,
+    /// Hits from the disk tier over `count` objects `prefix` + 0, 1, …
+    Disk { prefix: &'static str, count: u32 },
+}
+
+/// Whether a peer takes part in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Takes,
+    /// It gets a row saying why not.
+    Skipped(&'static str),
+    /// No row: another configuration of the same server stands for it.
+    Absent,
+}
+
+fn part(plan: Plan, kind: Kind) -> Part {
+    match (plan, kind) {
+        (Plan::Disk { .. }, Kind::EdgeDisk(_) | Kind::Nginx) => Part::Takes,
+        (Plan::Disk { .. }, Kind::Varnish) => {
+            Part::Skipped("its storage here is malloc (memory): no disk hits to measure")
+        }
+        // edge-uring and edge-blocking are edge in the disk scenarios, and
+        // only there (their memory tier takes nothing over 32 KiB).
+        (Plan::Disk { .. }, Kind::Edge) | (_, Kind::EdgeDisk(_)) => Part::Absent,
+        _ => Part::Takes,
+    }
 }
 
 fn plan(name: &str) -> Option<Plan> {
@@ -82,6 +124,14 @@ fn plan(name: &str) -> Option<Plan> {
         "hit-1k-tls" => tls(false),
         "miss-passthrough" => Plan::Miss,
         "coalesce-storm" => Plan::Storm,
+        "disk-64k" => Plan::Disk {
+            prefix: "/disk/64k/",
+            count: disk::OBJECTS,
+        },
+        "disk-1m" => Plan::Disk {
+            prefix: "/disk/1m/",
+            count: disk::OBJECTS,
+        },
         _ => return None,
     })
 }
@@ -150,6 +200,8 @@ pub struct Row {
     pub p50_one_conn_ms: Option<f64>,
     /// coalesce-storm: the client side.
     pub storm: Option<StormResult>,
+    /// Disk scenarios: answers sampled during the measured rounds.
+    pub disk_samples: Option<Samples>,
     /// Whether every check passed.
     pub valid: bool,
     /// The peer could not take part (e.g. no h2c); not a failure.
@@ -168,6 +220,9 @@ pub struct Bench<'a> {
     pub load_cores: usize,
     /// Durations.
     pub timing: Timing,
+    /// edge configurations that did not start, and why: a failed row in
+    /// each scenario they belong to (edge-uring where io_uring is refused).
+    pub missing: &'a [(Kind, String)],
 }
 
 /// A system being measured in a load scenario.
@@ -176,6 +231,8 @@ struct Target {
     spec: LoadSpec,
     /// Server process to account; `None` for the origin itself.
     pid: Option<u32>,
+    /// Answers to sample and check while each round runs.
+    probe: Option<disk::Probe>,
     measured: Vec<Measured>,
 }
 
@@ -184,6 +241,7 @@ struct Measured {
     load: Result<LoadResult, String>,
     cpu: WindowCpu,
     origin_requests: u64,
+    samples: Option<Samples>,
 }
 
 impl Bench<'_> {
@@ -193,8 +251,11 @@ impl Bench<'_> {
         let Some(plan) = plan(name) else {
             return Vec::new();
         };
-        let mut order: Vec<usize> = (0..peers.len()).collect();
-        order.rotate_left(turn % peers.len().max(1));
+        let mut order: Vec<usize> = (0..peers.len())
+            .filter(|&i| part(plan, peers[i].kind) == Part::Takes)
+            .collect();
+        let taking = order.len().max(1);
+        order.rotate_left(turn % taking);
         let mut rows = match plan {
             Plan::Storm => order.iter().map(|&i| self.storm(name, &peers[i])).collect(),
             Plan::Hit {
@@ -226,7 +287,18 @@ impl Bench<'_> {
                 rows
             }
             Plan::Miss => self.miss(name, peers, &order),
+            Plan::Disk { prefix, count } => self.disk(name, prefix, count, peers, &order),
         };
+        for peer in peers.iter() {
+            if let Part::Skipped(why) = part(plan, peer.kind) {
+                rows.push(Row::new(name, peer.kind.name()).skipped(why));
+            }
+        }
+        for (kind, why) in self.missing {
+            if part(plan, *kind) == Part::Takes {
+                rows.push(Row::new(name, kind.name()).failed(format!("did not start: {why}")));
+            }
+        }
         for row in &mut rows {
             if let Some(peer) = peers.iter_mut().find(|p| p.kind.name() == row.peer)
                 && !peer.alive()
@@ -288,7 +360,7 @@ impl Bench<'_> {
             let why = format!("{what}: {error:#}");
             // A peer that cannot take part is skipped; edge must.
             return Err(Box::new(match peer.kind {
-                Kind::Edge => row.failed(why),
+                kind if kind.is_edge() => row.failed(why),
                 _ => row.skipped(&why),
             }));
         }
@@ -296,6 +368,7 @@ impl Bench<'_> {
             row,
             spec,
             pid: Some(peer.pid()),
+            probe: None,
             measured: Vec::new(),
         })
     }
@@ -316,6 +389,7 @@ impl Bench<'_> {
                     row,
                     spec,
                     pid,
+                    probe: None,
                     measured: Vec::new(),
                 }),
                 Err(error) => finished.push(row.failed(format!("warm-up failed: {error:#}"))),
@@ -351,6 +425,7 @@ impl Bench<'_> {
             duration: self.timing.round,
             close,
             protocol,
+            rotate: None,
         }
     }
 
@@ -360,17 +435,30 @@ impl Bench<'_> {
         for round in 0..self.timing.rounds as usize {
             for k in 0..count {
                 let target = &mut targets[(k + round) % count];
-                let measured = self.measure(target.pid, &target.spec);
+                let measured = self.measure(target.pid, &target.spec, target.probe.as_ref());
                 target.measured.push(measured);
             }
         }
     }
 
-    /// One measured round: a CPU window around one load run.
-    fn measure(&self, server: Option<u32>, spec: &LoadSpec) -> Measured {
+    /// One measured round: a CPU window around one load run (and the
+    /// probe's samples, taken on a thread of their own meanwhile).
+    fn measure(
+        &self,
+        server: Option<u32>,
+        spec: &LoadSpec,
+        probe: Option<&disk::Probe>,
+    ) -> Measured {
         let before = self.origin.counts.total();
         let window = Window::start();
-        let load = self.loader.run(spec).map_err(|e| format!("{e:#}"));
+        let (load, samples) = std::thread::scope(|scope| {
+            let (stop, stopped) = mpsc::channel::<()>();
+            let sampler = probe.map(|probe| scope.spawn(move || probe.sample_until(&stopped)));
+            let load = self.loader.run(spec).map_err(|e| format!("{e:#}"));
+            drop(stop);
+            let samples = sampler.map(|thread| thread.join().unwrap_or_default());
+            (load, samples)
+        });
         let this = std::process::id();
         let client_s = load.as_ref().map_or(0.0, |l| l.client_cpu_s);
         let cpu = window.finish(server.unwrap_or(this), &[this], client_s);
@@ -386,6 +474,7 @@ impl Bench<'_> {
                 }
             },
             origin_requests: self.origin.counts.total() - before,
+            samples,
         }
     }
 
@@ -424,6 +513,7 @@ impl Bench<'_> {
             row.notes
                 .push(format!("{errors} failed requests: {}", details.join("; ")));
         }
+        disk::check_samples(&mut row, measured.iter().filter_map(|m| m.samples.as_ref()));
         if hits && row.origin_requests > 0 {
             row.valid = false;
             row.notes.push(format!(
@@ -604,6 +694,20 @@ mod tests {
             assert!(plan(name).is_some(), "{name}");
         }
         assert!(plan("hit-2k").is_none());
+        assert!(is_disk("disk-1m") && !is_disk("hit-1m"));
+    }
+
+    #[test]
+    fn disk_scenarios_run_against_disk_peers() {
+        use crate::peers::DiskIo;
+        let disk = plan("disk-64k").unwrap();
+        let hit = plan("hit-64k").unwrap();
+        assert_eq!(part(disk, Kind::EdgeDisk(DiskIo::Uring)), Part::Takes);
+        assert_eq!(part(disk, Kind::Nginx), Part::Takes);
+        assert_eq!(part(disk, Kind::Edge), Part::Absent);
+        assert!(matches!(part(disk, Kind::Varnish), Part::Skipped(_)));
+        assert_eq!(part(hit, Kind::EdgeDisk(DiskIo::Blocking)), Part::Absent);
+        assert_eq!(part(hit, Kind::Varnish), Part::Takes);
     }
 
     #[test]
