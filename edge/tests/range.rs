@@ -37,31 +37,7 @@ const MIB: u64 = 1024 * 1024;
 /// A config with one listener, one `*` site, a `[cache]` table of
 /// `cache_table` lines and one pool holding `endpoint` plus `pool_extra`.
 fn range_config(endpoint: SocketAddr, cache_table: &str, pool_extra: &str) -> String {
-    format!(
-        r#"
-[node]
-id = "{NODE}"
-workers = 2
-drain_timeout = "20s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-addr = "127.0.0.1:0"
-
-[cache]
-{cache_table}
-
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-
-[pools.origin]
-endpoints = ["{endpoint}"]
-{pool_extra}
-"#
-    )
+    config_with(&[endpoint], &format!("[cache]\n{cache_table}"), pool_extra)
 }
 
 /// An origin and an edge with the given `[cache]` lines in front of it.
