@@ -22,8 +22,9 @@ use tokio::net::TcpListener;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::proxy::Pipeline;
+use crate::proxy::{CurrentPipeline, Pipeline};
 use crate::purge::PurgeRequest;
+use crate::reload::ConfigReloader;
 use crate::status::NodeInfo;
 use crate::tls::reload::CertReloader;
 
@@ -47,8 +48,11 @@ pub struct AdminState {
     /// endpoints when set.
     token: Option<String>,
     certs: Arc<CertReloader>,
-    /// The pipeline whose cache `/purge` acts on and `/metrics` reports.
-    pipeline: Option<Arc<Pipeline>>,
+    /// The pipeline in force: `/purge` acts on its cache, `/metrics`,
+    /// `/status` and `/faults` report it.
+    pipeline: Option<CurrentPipeline>,
+    /// Re-reads the config file on `POST /reload`.
+    reloader: Option<Arc<ConfigReloader>>,
     /// Renders `/metrics`.
     metrics: Option<PrometheusHandle>,
     /// What `/status` reports about the node itself.
@@ -63,6 +67,7 @@ impl AdminState {
             token,
             certs,
             pipeline: None,
+            reloader: None,
             metrics: None,
             info: None,
         }
@@ -84,12 +89,25 @@ impl AdminState {
         }
     }
 
-    /// The same state, purging `pipeline`'s cache.
-    pub fn with_pipeline(self, pipeline: Arc<Pipeline>) -> Self {
+    /// The same state, reporting on the pipeline in force.
+    pub fn with_pipeline(self, pipeline: CurrentPipeline) -> Self {
         AdminState {
             pipeline: Some(pipeline),
             ..self
         }
+    }
+
+    /// The same state, reloading the config file on `POST /reload`.
+    pub fn with_reloader(self, reloader: Arc<ConfigReloader>) -> Self {
+        AdminState {
+            reloader: Some(reloader),
+            ..self
+        }
+    }
+
+    /// The pipeline in force, once the node has one.
+    fn current(&self) -> Option<Arc<Pipeline>> {
+        self.pipeline.as_ref().map(|p| p.load_full())
     }
 
     /// Whether `req` may call a mutating endpoint.
@@ -190,13 +208,29 @@ fn reload<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     if !state.authorized(req) {
         return unauthorized();
     }
+    let config = state.reloader.as_ref().map(|r| r.reload());
     let report = state.certs.reload();
-    let status = if report.ok() {
+    let config_ok = !matches!(config, Some(Err(_)));
+    let status = if report.ok() && config_ok {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    json(status, report.to_json())
+    let config = match config {
+        None => "null".to_owned(),
+        Some(Ok(())) => "{\"ok\":true}".to_owned(),
+        Some(Err(why)) => format!(
+            "{{\"ok\":false,\"error\":{}}}",
+            crate::purge::json_string(&why)
+        ),
+    };
+    json(
+        status,
+        format!(
+            "{{\"config\":{config},\"certificates\":{}}}\n",
+            report.to_json().trim_end()
+        ),
+    )
 }
 
 /// `POST /purge?url=URL` or `?tag=TAG`, optionally `&soft=1`: 200 with
@@ -205,7 +239,7 @@ fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     if !state.authorized(req) {
         return unauthorized();
     }
-    let Some(pipeline) = &state.pipeline else {
+    let Some(pipeline) = &state.current() else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\":\"starting\"}\n".into(),
@@ -224,7 +258,7 @@ fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
 
 /// `GET /status`: the node, its pools and its cache as JSON.
 fn status(state: &AdminState) -> Response<Full<Bytes>> {
-    let (Some(info), Some(pipeline)) = (&state.info, &state.pipeline) else {
+    let (Some(info), Some(pipeline)) = (&state.info, &state.current()) else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\":\"starting\"}\n".into(),
@@ -235,7 +269,7 @@ fn status(state: &AdminState) -> Response<Full<Bytes>> {
 
 /// `GET /metrics`: the Prometheus text format (version 0.0.4).
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    let (Some(handle), Some(pipeline)) = (&state.metrics, &state.pipeline) else {
+    let (Some(handle), Some(pipeline)) = (&state.metrics, &state.current()) else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\":\"starting\"}\n".into(),
@@ -255,7 +289,7 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
 /// `DELETE ?site=HOST` removes it (the configured rule, if any, applies
 /// again). Changing rules needs the token.
 fn faults<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
-    let Some(pipeline) = &state.pipeline else {
+    let Some(pipeline) = &state.current() else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\":\"starting\"}\n".into(),

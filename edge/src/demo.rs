@@ -80,7 +80,7 @@ response_timeout = "10s"
         key = certs.key.display().to_string(),
     );
     let config = edge_config::parse(&toml, Path::new("<demo config>"))?;
-    crate::serve(&config, |node| {
+    crate::serve(&config, None, |node| {
         print_tour(
             node.listeners()[0],
             node.listeners()[1],

@@ -15,6 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -124,7 +125,9 @@ impl Dns {
 
     /// Starts the `edge-dns` thread that keeps the pools' names current;
     /// does nothing when no pool has a name.
-    pub fn spawn(self, pipeline: Arc<Pipeline>) -> std::io::Result<()> {
+    /// `stop` ends the thread (after each task's current wait) when a
+    /// reload replaces `pipeline`.
+    pub fn spawn(self, pipeline: Arc<Pipeline>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
         let Dns {
             runtime,
             resolver,
@@ -138,14 +141,16 @@ impl Dns {
             .name("edge-dns".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
                     for (index, names) in pools.into_iter().enumerate() {
                         if names.due.is_empty() {
                             continue;
                         }
                         let (pipeline, resolver) = (pipeline.clone(), resolver.clone());
-                        tokio::spawn(follow(pipeline, index, names, resolver, policy));
+                        let stop = stop.clone();
+                        tasks.spawn(follow(pipeline, index, names, resolver, policy, stop));
                     }
-                    std::future::pending::<()>().await;
+                    while tasks.join_next().await.is_some() {}
                 });
             })?;
         Ok(())
@@ -159,14 +164,21 @@ async fn follow(
     mut names: PoolNames,
     resolver: TokioResolver,
     policy: RefreshPolicy,
+    stop: Arc<AtomicBool>,
 ) {
     let pool = &pipeline.pools()[index];
     loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
         let Some(slot) = (0..names.due.len()).min_by_key(|&i| names.due[i].1) else {
             return;
         };
         let (entry, at) = names.due[slot];
         tokio::time::sleep_until(at.into()).await;
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
         let host = names
             .discovered
             .names()

@@ -21,28 +21,37 @@ use http_body_util::BodyExt;
 
 use crate::body;
 use crate::origin_pool::OriginPool;
-use crate::proxy::Pipeline;
+use crate::proxy::{CurrentPipeline, Pipeline};
 use crate::upstream::{PoolSettings, UpstreamClient};
 
 /// How often idle pools re-evaluate ejections and breakers, so an endpoint
 /// whose ejection ended is reported back even without traffic.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Starts the health-check thread; it runs until the process exits.
-pub fn spawn(pipeline: Arc<Pipeline>) -> std::io::Result<()> {
+/// Starts the health-check thread; it runs until the process exits and
+/// follows the pipeline in force (a reload brings new pools).
+pub fn spawn(current: CurrentPipeline) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("edge-health".into())
-        .spawn(move || runtime.block_on(run(pipeline)))?;
+        .spawn(move || runtime.block_on(run(current)))?;
     Ok(())
 }
 
-async fn run(pipeline: Arc<Pipeline>) {
+async fn run(current: CurrentPipeline) {
+    let mut pipeline = current.load_full();
     let mut checkers: Vec<Checkers> = pipeline.pools().iter().map(Checkers::new).collect();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
+        let now_current = current.load_full();
+        if !Arc::ptr_eq(&now_current, &pipeline) {
+            // A reload: the old pools' checks stop (their loops are aborted
+            // when `checkers` drops), the new ones start.
+            pipeline = now_current;
+            checkers = pipeline.pools().iter().map(Checkers::new).collect();
+        }
         // Membership first: DNS discovery may have added or removed endpoints.
         for (index, checkers) in checkers.iter_mut().enumerate() {
             checkers.reconcile(&pipeline, index);
@@ -54,10 +63,19 @@ async fn run(pipeline: Arc<Pipeline>) {
     }
 }
 
-/// The check loops of one pool, one per endpoint address.
+/// The check loops of one pool, one per endpoint address; dropping it
+/// stops them.
 struct Checkers {
     config: Option<(HealthCheckConfig, UpstreamClient)>,
     running: HashMap<SocketAddr, AbortHandle>,
+}
+
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        for task in self.running.values() {
+            task.abort();
+        }
+    }
 }
 
 impl Checkers {

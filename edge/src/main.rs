@@ -27,6 +27,7 @@ mod observe;
 mod origin_pool;
 mod proxy;
 mod purge;
+mod reload;
 mod route;
 mod status;
 mod tls;
@@ -87,15 +88,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let config = match edge_config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match edge_config::load(&path) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("{error}");
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
-            report(serve(&config, |_| {}))
+            report(serve(&config, Some(&path), |_| {}))
         }
         Command::Demo { port } => report(demo::run(port)),
     }
@@ -103,9 +104,13 @@ fn main() -> ExitCode {
 
 /// Runs a node for `config` until SIGTERM/SIGINT, then drains it.
 /// `on_ready` runs after the node announced itself (the demo prints its tour).
-fn serve(config: &edge_config::Config, on_ready: impl FnOnce(&Node)) -> anyhow::Result<()> {
+fn serve(
+    config: &edge_config::Config,
+    path: Option<&std::path::Path>,
+    on_ready: impl FnOnce(&Node),
+) -> anyhow::Result<()> {
     let mut signals = StopSignals::install()?;
-    let node = Node::start(config)?;
+    let node = Node::start(config, path)?;
     node.announce();
     on_ready(&node);
     signals.wait(|control| match control {

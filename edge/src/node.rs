@@ -5,22 +5,27 @@
 //! SIGTERM/SIGINT drains the workers and flushes the log.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use edge_config::Config;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::cache::HttpCache;
 use crate::caps::{self, Caps, ListenerCap, PerIp};
 use crate::discovery::Dns;
 use crate::health;
 use crate::https::HttpsPolicy;
 use crate::listen;
 use crate::observe::access_log::AccessLogWriter;
-use crate::proxy::Pipeline;
+use crate::proxy::{CurrentPipeline, Pipeline};
+use crate::reload::ConfigReloader;
 use crate::status::NodeInfo;
 use crate::tls::TlsListener;
 use crate::tls::reload::{CertReloader, ReloadReport};
@@ -109,25 +114,40 @@ pub struct Node {
     drain_timeout: std::time::Duration,
     /// The access log's writer, when the log is on.
     access_log: Option<AccessLogWriter>,
-    /// The shared pipeline, for its totals at exit.
-    pipeline: Arc<Pipeline>,
+    /// The pipeline in force, for its totals at exit.
+    current: CurrentPipeline,
+    /// Re-reads the config file (SIGHUP, `POST /reload`).
+    reloader: Arc<ConfigReloader>,
 }
 
 impl Node {
-    /// Binds every listener and starts serving `config`.
-    pub fn start(config: &Config) -> anyhow::Result<Node> {
+    /// Binds every listener and starts serving `config`, read from
+    /// `config_path` (which reloads re-read; none for the demo).
+    pub fn start(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Node> {
         refuse_unbuilt_features(config)?;
         let metrics = crate::observe::metrics::recorder()?;
         let dns = Dns::start(config)?;
         let access_log = AccessLogWriter::start(&config.log.access, config.log.access_buffer)
             .context("log.access: cannot start the access log")?;
+        let cache = Arc::new(HttpCache::new(config)?);
         let pipeline = Arc::new(Pipeline::new(
             config,
             &dns.specs(),
             access_log.as_ref().map(AccessLogWriter::log),
+            cache.clone(),
         )?);
-        health::spawn(pipeline.clone())?;
-        dns.spawn(pipeline.clone())?;
+        let current: CurrentPipeline = Arc::new(ArcSwap::new(pipeline.clone()));
+        health::spawn(current.clone())?;
+        let dns_stop = Arc::new(AtomicBool::new(false));
+        dns.spawn(pipeline.clone(), dns_stop.clone())?;
+        let reloader = Arc::new(ConfigReloader::new(
+            config_path.map(Path::to_path_buf),
+            config.clone(),
+            current.clone(),
+            cache,
+            access_log.as_ref().map(AccessLogWriter::log),
+            dns_stop,
+        ));
         let workers = config.workers();
         let tls = config
             .listeners
@@ -174,7 +194,8 @@ impl Node {
         let admin = admin_socket.local_addr()?;
         let admin_state = Arc::new(
             AdminState::new(config.admin.token.clone(), certs.clone())
-                .with_pipeline(pipeline.clone())
+                .with_pipeline(current.clone())
+                .with_reloader(reloader.clone())
                 .with_metrics(metrics)
                 .with_info(NodeInfo::new(
                     config,
@@ -197,7 +218,7 @@ impl Node {
                 tls: tls.clone(),
                 caps: caps.clone(),
                 https: https.clone(),
-                pipeline: pipeline.clone(),
+                pipeline: current.clone(),
                 limits: config.limits.clone(),
                 shutdown: shutdown_rx.clone(),
                 drain_timeout: config.node.drain_timeout,
@@ -215,7 +236,8 @@ impl Node {
             shutdown,
             drain_timeout: config.node.drain_timeout,
             access_log,
-            pipeline,
+            current,
+            reloader,
         })
     }
 
@@ -240,9 +262,11 @@ impl Node {
         println!("ready");
     }
 
-    /// Re-reads every TLS listener's certificates (SIGHUP; `POST /reload`
-    /// does the same from the admin thread).
+    /// Re-reads the config file and swaps the pipeline (or keeps the
+    /// running one, logged), then every TLS listener's certificates
+    /// (SIGHUP; `POST /reload` does the same from the admin thread).
     pub fn reload(&self) -> ReloadReport {
+        let _ = self.reloader.reload();
         self.certs.reload()
     }
 
@@ -276,7 +300,8 @@ impl Node {
             }
         });
         tracing::debug!(timeout = ?self.drain_timeout, "drain finished");
-        let limits = self.pipeline.rate_limits();
+        let pipeline = self.current.load_full();
+        let limits = pipeline.rate_limits();
         if limits.enabled() {
             // Until the metrics endpoint exports them, the totals at least
             // reach the log once.

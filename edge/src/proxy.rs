@@ -9,11 +9,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use edge_config::Config;
 use edge_lb::{EndpointSpec, Epoch, PickRequest, WyRand};
 use std::cell::RefCell;
 use std::net::SocketAddr as EndpointAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -84,6 +86,7 @@ impl Pipeline {
         config: &Config,
         endpoints: &[Vec<EndpointSpec>],
         access_log: Option<AccessLog>,
+        cache: Arc<HttpCache>,
     ) -> anyhow::Result<Self> {
         let pool_names: Vec<&String> = config.pools.keys().collect();
         let epoch = Epoch::new(Instant::now());
@@ -110,7 +113,7 @@ impl Pipeline {
             pools,
             via: ViaValues::new(&config.node.id)?,
             cdn_loop_id: HeaderValue::from_str(&config.node.id)?,
-            cache: Arc::new(HttpCache::new(config)?),
+            cache,
             site_policies: config
                 .sites
                 .iter()
@@ -248,23 +251,56 @@ impl Pipeline {
     }
 }
 
-/// A worker's handle on the pipeline: the shared tables plus this worker's
-/// upstream connection pools.
+/// The pipeline in force, swapped as a whole by a config reload: requests
+/// load it once when they start and keep that one until they end.
+pub type CurrentPipeline = Arc<ArcSwap<Pipeline>>;
+
+/// A worker's handle on the pipeline: the one in force, plus this worker's
+/// upstream connection pools for it.
 #[derive(Debug)]
 pub struct Proxy {
-    pipeline: Arc<Pipeline>,
-    clients: Vec<Arc<UpstreamClient>>,
+    current: CurrentPipeline,
+    /// The pipeline this worker last served and its clients, rebuilt when
+    /// a reload swapped the pipeline (one uncontended lock per request:
+    /// the worker's tasks all run on its one thread).
+    local: Mutex<Generation>,
 }
 
-impl Proxy {
-    /// Creates the worker's upstream clients; call on the worker's runtime.
-    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+/// One pipeline and this worker's upstream clients for its pools.
+#[derive(Debug, Clone)]
+struct Generation {
+    pipeline: Arc<Pipeline>,
+    clients: Arc<[Arc<UpstreamClient>]>,
+}
+
+impl Generation {
+    fn new(pipeline: Arc<Pipeline>) -> Self {
         let clients = pipeline
             .pools
             .iter()
             .map(|pool| Arc::new(UpstreamClient::new(&pool.settings)))
             .collect();
-        Proxy { pipeline, clients }
+        Generation { pipeline, clients }
+    }
+}
+
+impl Proxy {
+    /// Creates the worker's upstream clients; call on the worker's runtime.
+    pub fn new(current: CurrentPipeline) -> Self {
+        let local = Mutex::new(Generation::new(current.load_full()));
+        Proxy { current, local }
+    }
+
+    /// The pipeline in force and this worker's clients for it.
+    fn generation(&self) -> Generation {
+        let current = self.current.load();
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&local.pipeline, &current) {
+            // A reload swapped the pipeline: new clients for its pools; the
+            // old ones close once the requests using them finish.
+            *local = Generation::new(Arc::clone(&current));
+        }
+        local.clone()
     }
 
     /// Answers one request, and observes it: its `X-Request-Id` goes
@@ -276,10 +312,17 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (mut head, body) = req.into_parts();
-        let (observation, client_ip) = self.observe(&mut head, client);
-        let response = self
-            .answer(head, body, client, client_ip, observation.notes())
-            .await;
+        let generation = self.generation();
+        let (observation, client_ip) = observe(&generation.pipeline, &mut head, client);
+        let response = answer(
+            generation,
+            head,
+            body,
+            client,
+            client_ip,
+            observation.notes(),
+        )
+        .await;
         observation.finish(response)
     }
 
@@ -292,196 +335,195 @@ impl Proxy {
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let (mut head, _body) = req.into_parts();
-        let (observation, _) = self.observe(&mut head, client);
+        let (observation, _) = observe(&self.current.load(), &mut head, client);
         observation.finish(response)
     }
+}
 
-    /// Starts observing a request, and says who its client is: the peer,
-    /// or the address a trusted proxy forwarded. That address is what the
-    /// access log shows (with the peer's port) and rate limits count.
-    fn observe(
-        &self,
-        head: &mut http::request::Parts,
-        client: ClientInfo,
-    ) -> (Observation, IpAddr) {
-        let pipeline = &*self.pipeline;
-        let client_ip = pipeline.rate_limits.client(client.addr.ip(), &head.headers);
-        let observation = pipeline.observer.begin(
-            head,
-            SocketAddr::new(client_ip, client.addr.port()),
-            client.proto,
-        );
-        (observation, client_ip)
+/// Starts observing a request, and says who its client is: the peer,
+/// or the address a trusted proxy forwarded. That address is what the
+/// access log shows (with the peer's port) and rate limits count.
+fn observe(
+    pipeline: &Pipeline,
+    head: &mut http::request::Parts,
+    client: ClientInfo,
+) -> (Observation, IpAddr) {
+    let client_ip = pipeline.rate_limits.client(client.addr.ip(), &head.headers);
+    let observation = pipeline.observer.begin(
+        head,
+        SocketAddr::new(client_ip, client.addr.port()),
+        client.proto,
+    );
+    (observation, client_ip)
+}
+
+/// The pipeline proper: guards, route, cache or forward. `client_ip`
+/// is who rate limits count (the peer, or whom a trusted proxy names);
+/// `notes`, when given, hears which endpoint and cache outcome served
+/// the request.
+async fn answer<B>(
+    generation: Generation,
+    mut head: http::request::Parts,
+    body: B,
+    client: ClientInfo,
+    client_ip: IpAddr,
+    notes: Option<Arc<RequestNotes>>,
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let pipeline = &*generation.pipeline;
+    let downstream_version = head.version;
+
+    if head.version < Version::HTTP_2 {
+        if head.extensions.get::<AmbiguousFraming>().is_some()
+            || forward::has_ambiguous_framing(&head.headers)
+        {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "edge: request has both Content-Length and Transfer-Encoding\n",
+            );
+        }
+        if head.version == Version::HTTP_11
+            && head.uri.authority().is_none()
+            && !head.headers.contains_key(header::HOST)
+        {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "edge: HTTP/1.1 request without Host\n",
+            );
+        }
     }
 
-    /// The pipeline proper: guards, route, cache or forward. `client_ip`
-    /// is who rate limits count (the peer, or whom a trusted proxy names);
-    /// `notes`, when given, hears which endpoint and cache outcome served
-    /// the request.
-    async fn answer<B>(
-        &self,
-        mut head: http::request::Parts,
-        body: B,
-        client: ClientInfo,
-        client_ip: IpAddr,
-        notes: Option<Arc<RequestNotes>>,
-    ) -> Response<ProxyBody>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+    // An absolute-form or HTTP/2 authority wins over Host (RFC 9112 §3.2.2).
+    let host = match head.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => head.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+    };
+    let Some(site) = pipeline.sites.lookup(host) else {
+        return local(
+            StatusCode::MISDIRECTED_REQUEST,
+            "edge: no site is configured for this host\n",
+        );
+    };
+    if let Some(notes) = &notes {
+        notes.site(site);
+    }
+
+    // Limits are per site, so they apply once the site is known, and
+    // before the cache: a refused request costs no lookup and no fetch.
+    if pipeline.rate_limits.limits(site)
+        && let Verdict::Limited { retry_after } =
+            pipeline
+                .rate_limits
+                .check(site, client_ip, &head.headers, Instant::now())
     {
-        let pipeline = &*self.pipeline;
-        let downstream_version = head.version;
+        return too_many_requests(retry_after);
+    }
 
-        if head.version < Version::HTTP_2 {
-            if head.extensions.get::<AmbiguousFraming>().is_some()
-                || forward::has_ambiguous_framing(&head.headers)
-            {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "edge: request has both Content-Length and Transfer-Encoding\n",
-                );
-            }
-            if head.version == Version::HTTP_11
-                && head.uri.authority().is_none()
-                && !head.headers.contains_key(header::HOST)
-            {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "edge: HTTP/1.1 request without Host\n",
-                );
-            }
-        }
+    if head.method.as_str() == "PURGE" {
+        return pipeline.purge_method(&head, client.addr.ip());
+    }
 
-        // An absolute-form or HTTP/2 authority wins over Host (RFC 9112 §3.2.2).
-        let host = match head.uri.authority() {
-            Some(authority) => Some(authority.as_str()),
-            None => head.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-        };
-        let Some(site) = pipeline.sites.lookup(host) else {
-            return local(
-                StatusCode::MISDIRECTED_REQUEST,
-                "edge: no site is configured for this host\n",
-            );
-        };
-        if let Some(notes) = &notes {
-            notes.site(site);
-        }
+    let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
+    if edge_shield::cdn_loop::contains(loop_lines, &pipeline.node_id) {
+        return local(
+            StatusCode::LOOP_DETECTED,
+            "edge: request loop detected (CDN-Loop names this node)\n",
+        );
+    }
 
-        // Limits are per site, so they apply once the site is known, and
-        // before the cache: a refused request costs no lookup and no fetch.
-        if pipeline.rate_limits.limits(site)
-            && let Verdict::Limited { retry_after } =
-                pipeline
-                    .rate_limits
-                    .check(site, client_ip, &head.headers, Instant::now())
-        {
-            return too_many_requests(retry_after);
-        }
+    // The client's Host travels upstream; an HTTP/2 request carries it
+    // as :authority, which HTTP/1.1 must send as Host.
+    if !head.headers.contains_key(header::HOST)
+        && let Some(authority) = head.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        head.headers.insert(header::HOST, value);
+    }
+    let pool = pipeline.site_pools[site];
+    let upstream = Upstream {
+        pipeline: generation.pipeline.clone(),
+        site,
+        pool,
+        client: generation.clients[pool].clone(),
+        from: client,
+        version: downstream_version,
+        notes,
+    };
+    let path_and_query = head
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let policy = &pipeline.site_policies[site];
 
-        if head.method.as_str() == "PURGE" {
-            return pipeline.purge_method(&head, client.addr.ip());
-        }
-
-        let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
-        if edge_shield::cdn_loop::contains(loop_lines, &pipeline.node_id) {
-            return local(
-                StatusCode::LOOP_DETECTED,
-                "edge: request loop detected (CDN-Loop names this node)\n",
-            );
-        }
-
-        // The client's Host travels upstream; an HTTP/2 request carries it
-        // as :authority, which HTTP/1.1 must send as Host.
-        if !head.headers.contains_key(header::HOST)
-            && let Some(authority) = head.uri.authority()
-            && let Ok(value) = HeaderValue::from_str(authority.as_str())
-        {
-            head.headers.insert(header::HOST, value);
-        }
-        let pool = pipeline.site_pools[site];
-        let upstream = Upstream {
-            pipeline: self.pipeline.clone(),
-            site,
-            pool,
-            client: self.clients[pool].clone(),
-            from: client,
-            version: downstream_version,
-            notes,
-        };
-        let path_and_query = head
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let policy = &pipeline.site_policies[site];
-
-        if policy.applies_to(&head.method, path_and_query.path()) {
-            let host = head
-                .headers
-                .get(header::HOST)
-                .filter(|h| h.to_str().is_ok())
-                .cloned()
-                .unwrap_or_else(|| HeaderValue::from_static(""));
-            // A GET or HEAD body has no defined meaning (RFC 9110 §9.3.1); it is dropped.
-            drop(body);
-            let fetch = Fetch {
-                cache: pipeline.cache.clone(),
-                policy: policy.clone(),
-                upstream,
-            };
-            return fetch
-                .serve(CacheableRequest {
-                    method: head.method,
-                    headers: head.headers,
-                    host,
-                    path_and_query,
-                })
-                .await;
-        }
-
+    if policy.applies_to(&head.method, path_and_query.path()) {
         let host = head
             .headers
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let method = head.method.clone();
-        let body = body::with_idle_timeout(body, upstream.body_timeout());
-        // Boxed, so the cache path's future does not carry this one's state.
-        match Box::pin(upstream.send(head.method, &path_and_query, head.headers, body)).await {
-            Ok(response) => {
-                let (mut head, body) = response.into_parts();
-                cache::invalidate_after(
-                    &pipeline.cache,
-                    policy,
-                    &method,
-                    head.status,
-                    &host,
-                    path_and_query.as_str(),
-                    &head.headers,
-                );
-                forward::strip_hop_by_hop(&mut head.headers);
-                head.headers
-                    .append(header::VIA, pipeline.via.for_version(head.version).clone());
-                pipeline.cache.mark_bypass(&mut head.headers);
-                policy.counters.record(Outcome::Bypass, 0);
-                upstream.note_cache(Outcome::Bypass);
-                // We answer in the client's protocol, whatever the origin spoke.
-                head.version = downstream_version;
-                Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
-            }
-            Err(error) => match error {
-                // The rest of the body may still be on its way (or never
-                // come): nothing after it on this connection can be trusted
-                // to be a request head.
-                UpstreamError::ClientBody(_) => {
-                    let (status, text) = error.client_answer();
-                    refuse(status, text)
-                }
-                _ => error.client_response(),
-            },
+            .filter(|h| h.to_str().is_ok())
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        // A GET or HEAD body has no defined meaning (RFC 9110 §9.3.1); it is dropped.
+        drop(body);
+        let fetch = Fetch {
+            cache: pipeline.cache.clone(),
+            policy: policy.clone(),
+            upstream,
+        };
+        return fetch
+            .serve(CacheableRequest {
+                method: head.method,
+                headers: head.headers,
+                host,
+                path_and_query,
+            })
+            .await;
+    }
+
+    let host = head
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let method = head.method.clone();
+    let body = body::with_idle_timeout(body, upstream.body_timeout());
+    // Boxed, so the cache path's future does not carry this one's state.
+    match Box::pin(upstream.send(head.method, &path_and_query, head.headers, body)).await {
+        Ok(response) => {
+            let (mut head, body) = response.into_parts();
+            cache::invalidate_after(
+                &pipeline.cache,
+                policy,
+                &method,
+                head.status,
+                &host,
+                path_and_query.as_str(),
+                &head.headers,
+            );
+            forward::strip_hop_by_hop(&mut head.headers);
+            head.headers
+                .append(header::VIA, pipeline.via.for_version(head.version).clone());
+            pipeline.cache.mark_bypass(&mut head.headers);
+            policy.counters.record(Outcome::Bypass, 0);
+            upstream.note_cache(Outcome::Bypass);
+            // We answer in the client's protocol, whatever the origin spoke.
+            head.version = downstream_version;
+            Response::from_parts(head, body::with_idle_timeout(body, upstream.body_timeout()))
         }
+        Err(error) => match error {
+            // The rest of the body may still be on its way (or never
+            // come): nothing after it on this connection can be trusted
+            // to be a request head.
+            UpstreamError::ClientBody(_) => {
+                let (status, text) = error.client_answer();
+                refuse(status, text)
+            }
+            _ => error.client_response(),
+        },
     }
 }
 

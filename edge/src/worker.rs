@@ -14,7 +14,7 @@ use crate::caps::{Caps, Rejected};
 use crate::conn::{HttpServer, stopping};
 use crate::https::HttpsPolicy;
 use crate::observe::metrics::connections_rejected;
-use crate::proxy::{Pipeline, Proxy};
+use crate::proxy::{CurrentPipeline, Proxy};
 use crate::tls::TlsListener;
 
 /// What one worker thread needs to run.
@@ -30,7 +30,7 @@ pub struct WorkerSpec {
     /// Per-site redirect and HSTS rules, when any site has them.
     pub https: Option<Arc<HttpsPolicy>>,
     /// The shared pipeline tables.
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: CurrentPipeline,
     /// Downstream limits.
     pub limits: edge_config::Limits,
     /// Flips to `true` when the node starts draining.

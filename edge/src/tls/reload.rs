@@ -75,10 +75,7 @@ impl CertReloader {
                 }
             })
             .collect();
-        let report = ReloadReport { listeners };
-        let result = if report.ok() { "ok" } else { "failed" };
-        metrics::counter!("edge_config_reloads_total", "result" => result).increment(1);
-        report
+        ReloadReport { listeners }
     }
 }
 
