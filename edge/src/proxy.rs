@@ -184,7 +184,13 @@ impl Pipeline {
     /// network (405 when off, 403 from elsewhere). Purges the request's URL
     /// like `POST /purge?url=`; `X-Purge-Soft: 1` marks stale instead. The
     /// socket peer decides, never `X-Forwarded-For`.
-    fn purge_method(&self, head: &http::request::Parts, peer: IpAddr) -> Response<ProxyBody> {
+    /// `host` is the request's authority or Host, as routing read it.
+    fn purge_method(
+        &self,
+        head: &http::request::Parts,
+        host: &str,
+        peer: IpAddr,
+    ) -> Response<ProxyBody> {
         if self.purge_from.is_empty() {
             let mut response = local(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -206,14 +212,6 @@ impl Pipeline {
                 "edge: PURGE is not allowed from this address\n",
             );
         }
-        let host = match head.uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => head
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default(),
-        };
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
         let soft = head
             .headers
@@ -423,7 +421,7 @@ where
     }
 
     if head.method.as_str() == "PURGE" {
-        return pipeline.purge_method(&head, client.addr.ip());
+        return pipeline.purge_method(&head, host.unwrap_or_default(), client.addr.ip());
     }
 
     let loop_lines = head.headers.get_all(CDN_LOOP).iter().map(|v| v.as_bytes());
