@@ -56,7 +56,7 @@ pub struct AdminState {
     /// Renders `/metrics`.
     metrics: Option<PrometheusHandle>,
     /// What `/status` reports about the node itself.
-    info: Option<NodeInfo>,
+    info: Option<Arc<NodeInfo>>,
 }
 
 impl AdminState {
@@ -74,7 +74,7 @@ impl AdminState {
     }
 
     /// The same state, reporting `info` on `/status`.
-    pub fn with_info(self, info: NodeInfo) -> Self {
+    pub fn with_info(self, info: Arc<NodeInfo>) -> Self {
         AdminState {
             info: Some(info),
             ..self

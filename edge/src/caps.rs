@@ -20,6 +20,10 @@
 //! can pick a fresh address per connection. The decrement is a drop guard
 //! ([`Admission`]) owned by the connection's task, so it runs however the
 //! connection ends.
+//!
+//! Both maxima are atomics so that a config reload changes them in place:
+//! connections already counted stay counted, and a lowered cap refuses new
+//! connections until enough old ones close.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -62,7 +66,7 @@ impl Rejected {
 #[derive(Debug)]
 pub struct ListenerCap {
     open: AtomicU64,
-    max: u64,
+    max: AtomicU64,
 }
 
 impl ListenerCap {
@@ -70,14 +74,19 @@ impl ListenerCap {
     pub fn new(max: u64) -> Self {
         ListenerCap {
             open: AtomicU64::new(0),
-            max,
+            max: AtomicU64::new(max),
         }
+    }
+
+    /// Changes the cap (a config reload); open connections stay counted.
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     fn acquire(&self) -> bool {
         // One atomic on the accept path; a refused connection gives its
         // slot straight back.
-        if self.open.fetch_add(1, Ordering::Relaxed) < self.max {
+        if self.open.fetch_add(1, Ordering::Relaxed) < self.max.load(Ordering::Relaxed) {
             true
         } else {
             self.release();
@@ -122,17 +131,24 @@ impl From<IpAddr> for ClientKey {
 pub struct PerIp {
     shards: Box<[Mutex<HashMap<ClientKey, u64>>]>,
     hasher: RandomState,
-    max: u64,
+    /// 0: the cap is off and no client is counted.
+    max: AtomicU64,
 }
 
 impl PerIp {
-    /// A cap of `max` connections per client.
+    /// A cap of `max` connections per client; 0 turns it off.
     pub fn new(max: u64) -> Self {
         PerIp {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
-            max,
+            max: AtomicU64::new(max),
         }
+    }
+
+    /// Changes the cap (a config reload). Connections admitted while it
+    /// was off were not counted, so a cap turned on counts only newer ones.
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     fn shard(&self, key: ClientKey) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u64>> {
@@ -142,10 +158,10 @@ impl PerIp {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn acquire(&self, key: ClientKey) -> bool {
+    fn acquire(&self, key: ClientKey, max: u64) -> bool {
         let mut shard = self.shard(key);
         let open = shard.entry(key).or_insert(0);
-        if *open >= self.max {
+        if *open >= max {
             // Only a client already at the cap gets here, so its entry
             // existed: nothing to remove.
             return false;
@@ -157,7 +173,7 @@ impl PerIp {
     fn release(&self, key: ClientKey) {
         let mut shard = self.shard(key);
         if let Some(open) = shard.get_mut(&key) {
-            *open -= 1;
+            *open = open.saturating_sub(1);
             if *open == 0 {
                 shard.remove(&key);
             }
@@ -179,8 +195,8 @@ impl PerIp {
 pub struct Caps {
     /// The listener's count.
     pub listener: Arc<ListenerCap>,
-    /// The node-wide per-client count; `None` when the cap is off.
-    pub per_ip: Option<Arc<PerIp>>,
+    /// The node-wide per-client count.
+    pub per_ip: Arc<PerIp>,
 }
 
 impl Caps {
@@ -189,15 +205,15 @@ impl Caps {
         if !self.listener.acquire() {
             return Err(Rejected::ListenerCap);
         }
-        let ip = match &self.per_ip {
-            None => None,
-            Some(per_ip) => {
+        let ip = match self.per_ip.max.load(Ordering::Relaxed) {
+            0 => None,
+            max => {
                 let key = ClientKey::from(ip);
-                if !per_ip.acquire(key) {
+                if !self.per_ip.acquire(key, max) {
                     self.listener.release();
                     return Err(Rejected::IpCap);
                 }
-                Some((per_ip.clone(), key))
+                Some((self.per_ip.clone(), key))
             }
         };
         Ok(Admission {
@@ -271,7 +287,7 @@ mod tests {
     fn caps(listener: u64, per_ip: Option<u64>) -> Caps {
         Caps {
             listener: Arc::new(ListenerCap::new(listener)),
-            per_ip: per_ip.map(|max| Arc::new(PerIp::new(max))),
+            per_ip: Arc::new(PerIp::new(per_ip.unwrap_or(0))),
         }
     }
 
@@ -316,7 +332,7 @@ mod tests {
     #[test]
     fn entries_are_removed_at_zero() {
         let caps = caps(10_000, Some(5));
-        let per_ip = caps.per_ip.clone().unwrap();
+        let per_ip = caps.per_ip.clone();
         let held: Vec<_> = (0..1000u32)
             .map(|i| caps.admit(IpAddr::V4(Ipv4Addr::from_bits(i))).unwrap())
             .collect();
@@ -341,6 +357,29 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(ClientKey::from(ip(text)), want, "{text}");
         }
+    }
+
+    #[test]
+    fn reloaded_caps_apply_to_new_connections_only() {
+        let caps = caps(3, None);
+        let held: Vec<_> = (0..3)
+            .map(|_| caps.admit(ip("10.0.0.1")).unwrap())
+            .collect();
+        caps.listener.set_max(2);
+        assert_eq!(
+            caps.admit(ip("10.0.0.2")).unwrap_err(),
+            Rejected::ListenerCap
+        );
+        caps.listener.set_max(10);
+        caps.per_ip.set_max(1);
+        // The three admitted while the IP cap was off were not counted.
+        let counted = caps.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(caps.admit(ip("10.0.0.1")).unwrap_err(), Rejected::IpCap);
+        caps.per_ip.set_max(0);
+        let uncounted = caps.admit(ip("10.0.0.1")).unwrap();
+        drop((held, counted, uncounted));
+        assert_eq!(caps.listener.open(), 0);
+        assert_eq!(caps.per_ip.clients(), 0);
     }
 
     #[test]

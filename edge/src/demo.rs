@@ -82,8 +82,8 @@ response_timeout = "10s"
     let config = edge_config::parse(&toml, Path::new("<demo config>"))?;
     crate::serve(&config, None, |node| {
         print_tour(
-            node.listeners()[0],
-            node.listeners()[1],
+            node.listeners()[0].addr,
+            node.listeners()[1].addr,
             node.admin(),
             &certs.ca,
         )

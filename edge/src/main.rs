@@ -18,6 +18,7 @@ mod discovery;
 mod faults;
 mod forward;
 mod framing;
+mod frontend;
 mod guard;
 mod health;
 mod https;

@@ -18,17 +18,15 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::cache::HttpCache;
-use crate::caps::{self, Caps, ListenerCap, PerIp};
 use crate::discovery::Dns;
+use crate::frontend::{BoundListener, Frontend};
 use crate::health;
-use crate::https::HttpsPolicy;
 use crate::listen;
 use crate::observe::access_log::AccessLogWriter;
 use crate::proxy::{CurrentPipeline, Pipeline};
-use crate::reload::ConfigReloader;
+use crate::reload::{ConfigReloader, Live};
 use crate::status::NodeInfo;
-use crate::tls::TlsListener;
-use crate::tls::reload::{CertReloader, ReloadReport};
+use crate::tls::reload::ReloadReport;
 use crate::worker::{self, WorkerSpec};
 
 /// How long the exit waits for the access log's last lines to be written:
@@ -103,10 +101,10 @@ impl StopSignals {
 
 /// The node after start-up: workers serving, admin answering.
 pub struct Node {
-    listeners: Vec<SocketAddr>,
-    /// Whether each listener terminates TLS.
-    tls: Vec<bool>,
-    certs: Arc<CertReloader>,
+    /// The data listeners open at start.
+    listeners: Vec<BoundListener>,
+    /// Listeners, caps and connection settings.
+    frontend: Arc<Frontend>,
     admin: SocketAddr,
     admin_state: Arc<AdminState>,
     workers: Vec<JoinHandle<()>>,
@@ -140,86 +138,44 @@ impl Node {
         health::spawn(current.clone())?;
         let dns_stop = Arc::new(AtomicBool::new(false));
         dns.spawn(pipeline.clone(), dns_stop.clone())?;
+        let workers = config.workers();
+        let (frontend, commands) = Frontend::start(config, workers)?;
+        let frontend = Arc::new(frontend);
+        let listeners = frontend.listeners();
+        let info = Arc::new(NodeInfo::new(config, &listeners));
         let reloader = Arc::new(ConfigReloader::new(
             config_path.map(Path::to_path_buf),
             config.clone(),
-            current.clone(),
-            cache,
-            access_log.as_ref().map(AccessLogWriter::log),
-            dns_stop,
-        ));
-        let workers = config.workers();
-        let tls = config
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(index, listener)| {
-                listener
-                    .tls
-                    .as_ref()
-                    .map(|tls| TlsListener::new(index, tls).map(Arc::new))
-                    .transpose()
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-
-        let caps = connection_caps(config);
-
-        let mut sockets_per_listener = Vec::with_capacity(config.listeners.len());
-        for (index, listener) in config.listeners.iter().enumerate() {
-            let sockets = listen::bind_reuseport(listener.addr, workers).with_context(|| {
-                format!("listeners[{index}]: cannot listen on {}", listener.addr)
-            })?;
-            sockets_per_listener.push(sockets);
-        }
-        let listeners = sockets_per_listener
-            .iter()
-            .map(|sockets| sockets[0].local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let https_port = listeners
-            .iter()
-            .zip(&tls)
-            .find_map(|(addr, tls)| tls.as_ref().map(|_| addr.port()));
-        let https = HttpsPolicy::new(config, https_port).map(Arc::new);
-        let certs = Arc::new(CertReloader::new(
-            tls.iter()
-                .zip(&listeners)
-                .enumerate()
-                .filter_map(|(index, (tls, addr))| Some((index, *addr, tls.clone()?)))
-                .collect(),
+            Live {
+                pipeline: current.clone(),
+                frontend: frontend.clone(),
+                info: info.clone(),
+                cache,
+                access_log: access_log.as_ref().map(AccessLogWriter::log),
+                dns_stop,
+            },
         ));
 
         let admin_socket = listen::bind_single(config.admin.listen)
             .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
         let admin = admin_socket.local_addr()?;
         let admin_state = Arc::new(
-            AdminState::new(config.admin.token.clone(), certs.clone())
+            AdminState::new(config.admin.token.clone(), frontend.certs())
                 .with_pipeline(current.clone())
                 .with_reloader(reloader.clone())
                 .with_metrics(metrics)
-                .with_info(NodeInfo::new(
-                    config,
-                    &listeners,
-                    &tls.iter().map(Option::is_some).collect::<Vec<_>>(),
-                )),
+                .with_info(info),
         );
         admin::spawn(admin_socket, admin_state.clone())?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut handles = Vec::with_capacity(workers);
-        for index in (0..workers).rev() {
-            let listeners = sockets_per_listener
-                .iter_mut()
-                .map(|sockets| sockets.pop().expect("one socket per worker"))
-                .collect();
+        for (index, commands) in commands.into_iter().enumerate() {
             handles.push(worker::spawn(WorkerSpec {
                 index,
-                listeners,
-                tls: tls.clone(),
-                caps: caps.clone(),
-                https: https.clone(),
+                commands,
+                server: frontend.server(),
                 pipeline: current.clone(),
-                limits: config.limits.clone(),
                 shutdown: shutdown_rx.clone(),
                 drain_timeout: config.node.drain_timeout,
             })?);
@@ -227,8 +183,7 @@ impl Node {
         admin_state.set_phase(Phase::Ready);
         tracing::info!(workers, node = %config.node.id, "edge started");
         Ok(Node {
-            tls: tls.iter().map(Option::is_some).collect(),
-            certs,
+            frontend,
             listeners,
             admin,
             admin_state,
@@ -241,8 +196,8 @@ impl Node {
         })
     }
 
-    /// Bound data-listener addresses, in config order (port 0 resolved).
-    pub fn listeners(&self) -> &[SocketAddr] {
+    /// Data listeners bound at start, in config order (port 0 resolved).
+    pub fn listeners(&self) -> &[BoundListener] {
         &self.listeners
     }
 
@@ -254,9 +209,8 @@ impl Node {
     /// Prints the bound addresses and `ready` on stdout: the line protocol
     /// tests and scripts wait on.
     pub fn announce(&self) {
-        for (index, (addr, tls)) in self.listeners.iter().zip(&self.tls).enumerate() {
-            let scheme = if *tls { "https" } else { "http" };
-            println!("listener {index}: {scheme}://{addr}");
+        for (index, listener) in self.listeners.iter().enumerate() {
+            println!("listener {index}: {}", listener.url());
         }
         println!("admin: http://{}", self.admin);
         println!("ready");
@@ -267,7 +221,7 @@ impl Node {
     /// (SIGHUP; `POST /reload` does the same from the admin thread).
     pub fn reload(&self) -> ReloadReport {
         let _ = self.reloader.reload();
-        self.certs.reload()
+        self.frontend.certs().reload()
     }
 
     /// Reopens the access log file by its path (SIGUSR1).
@@ -316,44 +270,6 @@ impl Node {
             log.close(LOG_CLOSE_DEADLINE);
         }
     }
-}
-
-/// Raises the open-file limit and builds each listener's connection caps,
-/// lowering `max_connections` where the limit could not hold it.
-fn connection_caps(config: &Config) -> Vec<Caps> {
-    let limits = &config.limits;
-    let listeners = config.listeners.len();
-    let max = match caps::raise_fd_limit() {
-        Ok(fd_limit) => {
-            let max = caps::effective_max_connections(limits.max_connections, listeners, fd_limit);
-            tracing::info!(
-                nofile = fd_limit,
-                max_connections = max,
-                "open-file limit raised to the hard limit"
-            );
-            if max < limits.max_connections {
-                tracing::warn!(
-                    nofile = fd_limit,
-                    configured = limits.max_connections,
-                    max_connections = max,
-                    "limits.max_connections lowered to fit the open-file limit (each connection may need two descriptors); raise LimitNOFILE to allow more"
-                );
-            }
-            max
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read or raise the open-file limit; keeping max_connections as configured");
-            limits.max_connections
-        }
-    };
-    let per_ip = (limits.max_connections_per_ip > 0)
-        .then(|| Arc::new(PerIp::new(limits.max_connections_per_ip)));
-    (0..listeners)
-        .map(|_| Caps {
-            listener: Arc::new(ListenerCap::new(max)),
-            per_ip: per_ip.clone(),
-        })
-        .collect()
 }
 
 /// Config sections that parse (they are public contract) but whose

@@ -2,10 +2,13 @@
 //! build a new pipeline (sites, pools, cache policies, rate limits, fault
 //! rules, DNS names) and swap it in with one `ArcSwap` store. Requests in
 //! flight finish on the pipeline they started with; new ones use the new
-//! one. The cache and the access log carry over. A file that does not
-//! validate is refused with the same message as `edge check`, and so is a
-//! change to a section that applies only at start (listeners, node, admin,
-//! cache sizes, log, limits): nothing changes then.
+//! one. Listeners are added, replaced and removed, and `[limits]` apply to
+//! connections accepted from then on, without closing any open connection
+//! (see `frontend`). The cache and the access log carry over. A file that
+//! does not validate, or a listener that cannot be bound, is refused with
+//! the same message as `edge check` or start-up, and so is a change to a
+//! section that applies only at start (node, admin, cache, log): nothing
+//! changes then.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,14 +18,36 @@ use edge_config::Config;
 
 use crate::cache::HttpCache;
 use crate::discovery::Dns;
+use crate::frontend::Frontend;
 use crate::observe::access_log::AccessLog;
 use crate::proxy::{CurrentPipeline, Pipeline};
+use crate::status::NodeInfo;
 
-/// Rebuilds and swaps the pipeline from the config file.
+/// What a reload changes in place, and what carries over into the new
+/// pipeline.
+pub struct Live {
+    /// The pipeline in force.
+    pub pipeline: CurrentPipeline,
+    /// Listeners, caps and connection settings.
+    pub frontend: Arc<Frontend>,
+    /// What `/status` reports.
+    pub info: Arc<NodeInfo>,
+    /// Carries over.
+    pub cache: Arc<HttpCache>,
+    /// Carries over.
+    pub access_log: Option<AccessLog>,
+    /// Stops the DNS thread of the pipeline in force.
+    pub dns_stop: Arc<AtomicBool>,
+}
+
+/// Rebuilds and swaps the pipeline and listeners from the config file.
 pub struct ConfigReloader {
     path: Option<PathBuf>,
+    /// The config in force; its lock makes reloads run one at a time.
     running: Mutex<Config>,
     current: CurrentPipeline,
+    frontend: Arc<Frontend>,
+    info: Arc<NodeInfo>,
     cache: Arc<HttpCache>,
     access_log: Option<AccessLog>,
     /// Stops the DNS thread of the pipeline in force when it is replaced.
@@ -39,21 +64,16 @@ impl std::fmt::Debug for ConfigReloader {
 
 impl ConfigReloader {
     /// A reloader for the node started from `path` (none for the demo).
-    pub fn new(
-        path: Option<PathBuf>,
-        running: Config,
-        current: CurrentPipeline,
-        cache: Arc<HttpCache>,
-        access_log: Option<AccessLog>,
-        dns_stop: Arc<AtomicBool>,
-    ) -> Self {
+    pub fn new(path: Option<PathBuf>, running: Config, live: Live) -> Self {
         ConfigReloader {
             path,
             running: Mutex::new(running),
-            current,
-            cache,
-            access_log,
-            dns_stop: Mutex::new(dns_stop),
+            current: live.pipeline,
+            frontend: live.frontend,
+            info: live.info,
+            cache: live.cache,
+            access_log: live.access_log,
+            dns_stop: Mutex::new(live.dns_stop),
         }
     }
 
@@ -99,6 +119,12 @@ impl ConfigReloader {
                 fixed.join(", ")
             ));
         }
+        // Bound before anything changes: a listener that cannot be bound
+        // refuses the reload, and dropping the plan closes what it bound.
+        let listeners = self
+            .frontend
+            .prepare(&config)
+            .map_err(|e| format!("{}: {e:#}", path.display()))?;
         let dns = Dns::start(&config).map_err(|e| format!("{e:#}"))?;
         let pipeline = Pipeline::new(
             &config,
@@ -107,27 +133,27 @@ impl ConfigReloader {
             self.cache.clone(),
         )
         .map_err(|e| format!("{e:#}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let pipeline = Arc::new(pipeline);
         self.current.store(pipeline.clone());
-        dns.spawn(pipeline, stop.clone())
-            .map_err(|e| e.to_string())?;
+        let bound = self.frontend.apply(listeners, &config);
+        self.info.update(&config, &bound);
+        *running = config;
+        let stop = Arc::new(AtomicBool::new(false));
         let old = std::mem::replace(
             &mut *self.dns_stop.lock().unwrap_or_else(PoisonError::into_inner),
-            stop,
+            stop.clone(),
         );
         old.store(true, Ordering::Release);
-        *running = config;
-        Ok(())
+        // The new config is in force either way; without its DNS thread
+        // its names keep the addresses resolved above.
+        dns.spawn(pipeline, stop)
+            .map_err(|e| format!("the config is in force, but its DNS updates did not start: {e}"))
     }
 }
 
 /// Top-level sections that differ and apply only at start.
 fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if running.listeners != new.listeners {
-        changed.push("listeners");
-    }
     if running.node != new.node {
         changed.push("[node]");
     }
@@ -139,9 +165,6 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.log != new.log {
         changed.push("[log]");
-    }
-    if running.limits != new.limits {
-        changed.push("[limits]");
     }
     changed
 }

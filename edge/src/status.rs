@@ -4,40 +4,58 @@
 //! and cache usage per tier.
 
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use edge_lb::BreakerState;
 use serde_json::{Value, json};
 
+use crate::frontend::BoundListener;
 use crate::proxy::Pipeline;
 
-/// What the node knows about itself from start-up.
-#[derive(Debug, Clone)]
+/// What the node knows about itself: fixed at start, and what the last
+/// config reload changed.
+#[derive(Debug)]
 pub struct NodeInfo {
     /// `[node] id`.
-    pub id: String,
+    id: String,
     /// When the node started.
-    pub started: Instant,
+    started: Instant,
+    running: Mutex<Running>,
+}
+
+/// The configuration in force.
+#[derive(Debug)]
+struct Running {
     /// Digest of the parsed configuration.
-    pub config_digest: String,
+    config_digest: String,
     /// Bound data listeners, as URLs.
-    pub listeners: Vec<String>,
+    listeners: Vec<String>,
+}
+
+impl Running {
+    fn new(config: &edge_config::Config, listeners: &[BoundListener]) -> Self {
+        Running {
+            config_digest: digest(config),
+            listeners: listeners.iter().map(BoundListener::url).collect(),
+        }
+    }
 }
 
 impl NodeInfo {
-    /// Info for a node running `config` on these listeners (`tls` per listener).
-    pub fn new(config: &edge_config::Config, listeners: &[SocketAddr], tls: &[bool]) -> Self {
+    /// Info for a node running `config` on these listeners.
+    pub fn new(config: &edge_config::Config, listeners: &[BoundListener]) -> Self {
         NodeInfo {
             id: config.node.id.clone(),
             started: Instant::now(),
-            config_digest: digest(config),
-            listeners: listeners
-                .iter()
-                .zip(tls)
-                .map(|(addr, tls)| format!("{}://{addr}", if *tls { "https" } else { "http" }))
-                .collect(),
+            running: Mutex::new(Running::new(config, listeners)),
         }
+    }
+
+    /// Records a reloaded configuration and the listeners it left open.
+    pub fn update(&self, config: &edge_config::Config, listeners: &[BoundListener]) {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) =
+            Running::new(config, listeners);
     }
 }
 
@@ -95,12 +113,13 @@ pub fn render(info: &NodeInfo, pipeline: &Pipeline) -> String {
             "writes_disabled": d.disabled,
         })
     });
+    let running = info.running.lock().unwrap_or_else(PoisonError::into_inner);
     let document = json!({
         "node": info.id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": info.started.elapsed().as_secs(),
-        "config_digest": info.config_digest,
-        "listeners": info.listeners,
+        "config_digest": running.config_digest,
+        "listeners": running.listeners,
         "pools": pools,
         "cache": {
             "memory": {

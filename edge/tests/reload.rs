@@ -98,11 +98,11 @@ async fn sites_and_pools_change_under_load_without_a_failed_request() {
             assert!(broken.text().contains("edge.toml"), "{}", broken.text());
             let still = get_host(edge.addr(), "/b?header=Cache-Control:no-store", "b.test").await;
             assert_eq!(still.status(), 200, "the running config stays");
-            // A listener change needs a restart: refused, nothing changes.
-            let moved = v2.replace("127.0.0.1:0\"\n[[sites]]", "127.0.0.1:1\"\n[[sites]]");
-            let refused = reload(&edge, &moved).await;
+            // A node id change needs a restart: refused, nothing changes.
+            let renamed = v2.replace("id = \"edge-test\"", "id = \"edge-renamed\"");
+            let refused = reload(&edge, &renamed).await;
             assert_eq!(refused.status(), 422, "{}", refused.text());
-            assert!(refused.text().contains("listeners"), "{}", refused.text());
+            assert!(refused.text().contains("[node]"), "{}", refused.text());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

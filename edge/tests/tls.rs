@@ -1292,3 +1292,49 @@ async fn upstream_tls_verifies_the_origin_against_a_private_ca() {
     );
     assert_eq!(get(misnamed.addr(), "/through-tls").await.status(), 502);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_tls_listener_is_replaced_on_its_port_while_open_connections_carry_on() {
+    let pki = Pki::new();
+    let (a, b) = (
+        pki.leaf("a", "a", &["localhost"]),
+        pki.leaf("b", "b", &["localhost"]),
+    );
+    let origin = Origin::start();
+    let edge = start(&origin, &tls_table(&[&a], None, ""));
+    let https = edge.listeners()[1];
+    let connector = client(Some(&pki), &[b"http/1.1"]);
+    let stream = connect(&connector, https, Some("localhost")).await.unwrap();
+    assert_eq!(which(&peer_leaf(&stream), &[&a, &b]), "a");
+    let mut open = http1_over(stream).await;
+    assert_eq!(get_over(&mut open, "/x").await.unwrap(), 200);
+
+    // New listener settings (another certificate, no session cache): the
+    // listener is replaced, on the port it had.
+    let changed = config(
+        &origin,
+        &tls_table(&[&b], None, "session_cache = 0"),
+        "",
+        "",
+    );
+    std::fs::write(edge.config_path(), changed).unwrap();
+    let (status, body) = admin_reload(edge.admin(), None).await;
+    assert_eq!(status, 200, "{body}");
+    // Every worker closes its old socket on its own time: wait until 20
+    // handshakes in a row get the new certificate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        assert!(Instant::now() < deadline, "the old listener never closed");
+        in_a_row = match connect(&connector, https, Some("localhost")).await {
+            Ok(stream) if which(&peer_leaf(&stream), &[&a, &b]) == "b" => in_a_row + 1,
+            _ => 0,
+        };
+    }
+    assert_eq!(
+        get_over(&mut open, "/x").await.unwrap(),
+        200,
+        "a connection the old listener accepted carries on"
+    );
+    assert_eq!(get(edge.listeners()[0], "/x").await.status(), 200);
+}

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::TlsListener;
 use super::sni::CertSet;
@@ -12,7 +12,9 @@ use super::sni::CertSet;
 /// The node's TLS listeners, for reloading.
 #[derive(Debug, Default)]
 pub struct CertReloader {
-    listeners: Vec<(usize, SocketAddr, Arc<TlsListener>)>,
+    /// Index in config, bound address, TLS; replaced when a config reload
+    /// adds or removes listeners.
+    listeners: Mutex<Vec<(usize, SocketAddr, Arc<TlsListener>)>>,
 }
 
 /// What one reload did.
@@ -34,16 +36,24 @@ pub struct ListenerReload {
 }
 
 impl CertReloader {
-    /// Reloads `listeners` (index in config, bound address, TLS) on demand.
-    pub fn new(listeners: Vec<(usize, SocketAddr, Arc<TlsListener>)>) -> Self {
-        CertReloader { listeners }
+    /// Follows a config reload's listener set.
+    pub fn replace(&self, listeners: Vec<(usize, SocketAddr, Arc<TlsListener>)>) {
+        *self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = listeners;
     }
 
     /// Re-reads every listener's certificate and key files; logs the
     /// outcome of each.
     pub fn reload(&self) -> ReloadReport {
-        let listeners = self
+        // A snapshot: reading files must not hold the lock a reload needs.
+        let running = self
             .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let listeners = running
             .iter()
             .map(|(index, addr, tls)| {
                 let outcome = tls.reload();
