@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 
 use crate::body;
 use crate::origin_pool::OriginPool;
-use crate::proxy::{CurrentPipeline, Pipeline};
+use crate::proxy::CurrentPipeline;
 use crate::upstream::{PoolSettings, UpstreamClient};
 
 /// How often idle pools re-evaluate ejections and breakers, so an endpoint
@@ -47,14 +47,24 @@ async fn run(current: CurrentPipeline) {
     loop {
         let now_current = current.load_full();
         if !Arc::ptr_eq(&now_current, &pipeline) {
-            // A reload: the old pools' checks stop (their loops are aborted
-            // when `checkers` drops), the new ones start.
+            // A reload: pools it carried over keep their checks; the loops
+            // of pools it dropped are aborted when their `Checkers` drop.
             pipeline = now_current;
-            checkers = pipeline.pools().iter().map(Checkers::new).collect();
+            let mut old = std::mem::take(&mut checkers);
+            checkers = pipeline
+                .pools()
+                .iter()
+                .map(
+                    |pool| match old.iter().position(|c| Arc::ptr_eq(&c.pool, pool)) {
+                        Some(at) => old.swap_remove(at),
+                        None => Checkers::new(pool),
+                    },
+                )
+                .collect();
         }
         // Membership first: DNS discovery may have added or removed endpoints.
-        for (index, checkers) in checkers.iter_mut().enumerate() {
-            checkers.reconcile(&pipeline, index);
+        for checkers in &mut checkers {
+            checkers.reconcile();
         }
         for pool in pipeline.pools() {
             pool.lb.sweep(pool.now());
@@ -66,6 +76,7 @@ async fn run(current: CurrentPipeline) {
 /// The check loops of one pool, one per endpoint address; dropping it
 /// stops them.
 struct Checkers {
+    pool: Arc<OriginPool>,
     config: Option<(HealthCheckConfig, UpstreamClient)>,
     running: HashMap<SocketAddr, AbortHandle>,
 }
@@ -79,7 +90,7 @@ impl Drop for Checkers {
 }
 
 impl Checkers {
-    fn new(pool: &OriginPool) -> Self {
+    fn new(pool: &Arc<OriginPool>) -> Self {
         let config = pool.health.clone().map(|config| {
             let settings = PoolSettings {
                 response_timeout: config.timeout,
@@ -88,6 +99,7 @@ impl Checkers {
             (config, UpstreamClient::new(&settings))
         });
         Checkers {
+            pool: pool.clone(),
             config,
             running: HashMap::new(),
         }
@@ -95,11 +107,11 @@ impl Checkers {
 
     /// Starts a check loop for each new endpoint and stops those of
     /// endpoints that left the pool.
-    fn reconcile(&mut self, pipeline: &Arc<Pipeline>, index: usize) {
+    fn reconcile(&mut self) {
         let Some((config, client)) = &self.config else {
             return;
         };
-        let addrs = pipeline.pools()[index].lb.addrs();
+        let addrs = self.pool.lb.addrs();
         self.running.retain(|addr, task| {
             let keep = addrs.contains(addr);
             if !keep {
@@ -111,13 +123,14 @@ impl Checkers {
             if self.running.contains_key(&addr) {
                 continue;
             }
-            let (pipeline, client, config) = (pipeline.clone(), client.clone(), config.clone());
+            let (pool, client, config) = (self.pool.clone(), client.clone(), config.clone());
             let task = tokio::spawn(async move {
-                let pool = &pipeline.pools()[index];
-                let mut rng = WyRand::new(addr.port() as u64 ^ index as u64);
+                // Any seed that differs between endpoints spreads their checks.
+                let mut rng =
+                    WyRand::new(u64::from(addr.port()) ^ ((pool.name.len() as u64) << 16));
                 tokio::time::sleep(config.first_delay(&mut rng)).await;
                 loop {
-                    let result = check(pool, &client, &config, addr).await;
+                    let result = check(&pool, &client, &config, addr).await;
                     if let Some(healthy) = pool.lb.record_check(addr, result) {
                         tracing::debug!(pool = %pool.name, %addr, healthy, "health check");
                     }

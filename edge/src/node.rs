@@ -133,6 +133,7 @@ impl Node {
             &dns.specs(),
             access_log.as_ref().map(AccessLogWriter::log),
             cache.clone(),
+            None,
         )?);
         let current: CurrentPipeline = Arc::new(ArcSwap::new(pipeline.clone()));
         health::spawn(current.clone())?;

@@ -20,6 +20,9 @@ use crate::upstream::PoolSettings;
 pub struct OriginPool {
     /// The pool's name in the config.
     pub name: String,
+    /// `[pools.<name>]` as configured: a reload that leaves it equal keeps
+    /// this pool, with its endpoint state.
+    pub definition: edge_config::Pool,
     /// Endpoint state and selection.
     pub lb: Pool,
     /// Bounds retries to a share of recent requests.
@@ -105,6 +108,7 @@ impl OriginPool {
         });
         Ok(OriginPool {
             name: name.to_owned(),
+            definition: pool.clone(),
             lb: Pool::with_events(config, specs, epoch.at(Instant::now()), sink),
             budget: RetryBudget::new(budget),
             retries: pool.retries,

@@ -60,7 +60,8 @@ pub struct Pipeline {
     sites: SiteTable,
     /// Pool index of each site.
     site_pools: Vec<usize>,
-    pools: Vec<OriginPool>,
+    /// Shared with the pipeline before a reload when unchanged.
+    pools: Vec<Arc<OriginPool>>,
     via: ViaValues,
     cdn_loop_id: HeaderValue,
     cache: Arc<HttpCache>,
@@ -81,12 +82,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the routing tables of a validated configuration; `endpoints`
     /// holds each pool's resolved endpoints, in config order; records of
-    /// finished requests go to `access_log` when given.
+    /// finished requests go to `access_log` when given. Pools that
+    /// `previous` (the pipeline a reload replaces) has with the same name
+    /// and definition carry over with their health, ejection, breaker and
+    /// load-shedding state; their endpoints follow `endpoints`.
     pub fn new(
         config: &Config,
         endpoints: &[Vec<EndpointSpec>],
         access_log: Option<AccessLog>,
         cache: Arc<HttpCache>,
+        previous: Option<&Pipeline>,
     ) -> anyhow::Result<Self> {
         let pool_names: Vec<&String> = config.pools.keys().collect();
         let epoch = Epoch::new(Instant::now());
@@ -94,7 +99,20 @@ impl Pipeline {
             .pools
             .iter()
             .zip(endpoints)
-            .map(|((name, pool), specs)| OriginPool::new(name, pool, specs, epoch))
+            .map(|((name, pool), specs)| {
+                let kept = previous
+                    .into_iter()
+                    .flat_map(|p| &p.pools)
+                    .find(|old| old.name == *name && old.definition == *pool);
+                match kept {
+                    Some(kept) => {
+                        kept.lb.update(specs, kept.now());
+                        tracing::debug!(pool = %name, "pool unchanged by the reload; its state carries over");
+                        Ok(kept.clone())
+                    }
+                    None => OriginPool::new(name, pool, specs, epoch).map(Arc::new),
+                }
+            })
             .collect::<anyhow::Result<_>>()?;
         let site_pools = config
             .sites
@@ -145,7 +163,7 @@ impl Pipeline {
 
 impl Pipeline {
     /// The origin pools, in config order.
-    pub fn pools(&self) -> &[OriginPool] {
+    pub fn pools(&self) -> &[Arc<OriginPool>] {
         &self.pools
     }
 
@@ -272,11 +290,24 @@ struct Generation {
 }
 
 impl Generation {
-    fn new(pipeline: Arc<Pipeline>) -> Self {
+    /// Clients for `pipeline`'s pools; a pool carried over from
+    /// `previous` keeps its client, and so its idle upstream connections.
+    fn new(pipeline: Arc<Pipeline>, previous: Option<&Generation>) -> Self {
         let clients = pipeline
             .pools
             .iter()
-            .map(|pool| Arc::new(UpstreamClient::new(&pool.settings)))
+            .map(|pool| {
+                previous
+                    .and_then(|previous| {
+                        let at = previous
+                            .pipeline
+                            .pools
+                            .iter()
+                            .position(|old| Arc::ptr_eq(old, pool))?;
+                        Some(previous.clients[at].clone())
+                    })
+                    .unwrap_or_else(|| Arc::new(UpstreamClient::new(&pool.settings)))
+            })
             .collect();
         Generation { pipeline, clients }
     }
@@ -285,7 +316,7 @@ impl Generation {
 impl Proxy {
     /// Creates the worker's upstream clients; call on the worker's runtime.
     pub fn new(current: CurrentPipeline) -> Self {
-        let local = Mutex::new(Generation::new(current.load_full()));
+        let local = Mutex::new(Generation::new(current.load_full(), None));
         Proxy { current, local }
     }
 
@@ -294,9 +325,9 @@ impl Proxy {
         let current = self.current.load();
         let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&local.pipeline, &current) {
-            // A reload swapped the pipeline: new clients for its pools; the
-            // old ones close once the requests using them finish.
-            *local = Generation::new(Arc::clone(&current));
+            // A reload swapped the pipeline: new clients for its changed
+            // pools; the old ones close once the requests using them finish.
+            *local = Generation::new(Arc::clone(&current), Some(&local));
         }
         local.clone()
     }

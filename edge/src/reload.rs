@@ -2,7 +2,8 @@
 //! build a new pipeline (sites, pools, cache policies, rate limits, fault
 //! rules, DNS names) and swap it in with one `ArcSwap` store. Requests in
 //! flight finish on the pipeline they started with; new ones use the new
-//! one. Listeners are added, replaced and removed, and `[limits]` apply to
+//! one. Pools whose definition did not change carry over with their
+//! endpoint state and upstream connections. Listeners are added, replaced and removed, and `[limits]` apply to
 //! connections accepted from then on, without closing any open connection
 //! (see `frontend`). The cache and the access log carry over. A file that
 //! does not validate, or a listener that cannot be bound, is refused with
@@ -131,6 +132,7 @@ impl ConfigReloader {
             &dns.specs(),
             self.access_log.clone(),
             self.cache.clone(),
+            Some(&self.current.load()),
         )
         .map_err(|e| format!("{e:#}"))?;
         let pipeline = Arc::new(pipeline);

@@ -418,3 +418,63 @@ async fn put_and_delete_are_retried_only_when_configured() {
         }
     }
 }
+
+/// Whether `/status` reports `addr` ejected from its pool.
+async fn ejected(edge: &EdgeProcess, addr: std::net::SocketAddr) -> bool {
+    let status = get(edge.admin(), "/status").await;
+    let document: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    document["pools"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["addr"] == addr.to_string())
+        .expect("the endpoint is listed")["ejected"]
+        .as_bool()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_leaves_a_pool_alone_keeps_its_endpoint_state() {
+    let (a, sick) = (Origin::start(), Origin::start());
+    let addrs = [a.addr(), sick.addr()];
+    // Ejections outlast the test, so only a reset can end one.
+    let pool = r#"balance = "round-robin"
+outlier = { failures = 3, base_ejection = "60s", max_ejection_percent = 50 }"#;
+    let edge = EdgeProcess::start(edge_bin(), &config(&addrs, pool));
+    sick.force_status(Some(503));
+    assert_eq!(load(&edge, 30, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert!(ejected(&edge, sick.addr()).await);
+    let reload = async |text: &str| {
+        std::fs::write(edge.config_path(), text).unwrap();
+        let answer = send(
+            edge.admin(),
+            request("POST", "/reload").body(empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status(), 200, "{}", answer.text());
+    };
+
+    // A site added, the pool as it was: the ejection stands.
+    let other_site = "[[sites]]\nhosts = [\"other.test\"]\npool = \"origin\"\n";
+    reload(&config_with(&addrs, other_site, pool)).await;
+    assert!(ejected(&edge, sick.addr()).await, "the pool carried over");
+    let before = sick.total_hits();
+    assert_eq!(load(&edge, 30, Arc::new(AtomicUsize::new(0))).await, 0);
+    assert_eq!(
+        sick.total_hits(),
+        before,
+        "the ejected endpoint gets nothing"
+    );
+
+    // The pool itself changed: it starts afresh.
+    reload(&config_with(
+        &addrs,
+        other_site,
+        &format!("{pool}\nretries = 0"),
+    ))
+    .await;
+    assert!(
+        !ejected(&edge, sick.addr()).await,
+        "a changed pool starts afresh"
+    );
+}
