@@ -81,6 +81,7 @@ mod tests {
         assert_eq!(config.limits.max_header_size, 32 * 1024);
         assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
         assert_eq!(config.limits.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(config.limits.send_timeout, Duration::from_secs(60));
         assert_eq!(config.limits.body_min_rate, 1024);
         assert_eq!(config.limits.body_rate_window, Duration::from_secs(10));
         assert_eq!(config.limits.h2_max_concurrent_streams, 100);
@@ -237,11 +238,12 @@ mod tests {
     #[test]
     fn slow_client_limits() {
         let src = format!(
-            "{LISTENER}[limits]\nheader_timeout = \"2s\"\nkeepalive_timeout = \"75s\"\nbody_min_rate = \"4KiB\"\nbody_rate_window = \"500ms\"\nh2_max_concurrent_streams = 128\nh2_stream_window = \"256KiB\"\nh2_connection_window = \"4MiB\"\nh2_max_frame_size = \"32KiB\"\nmax_connections = 5000\nmax_connections_per_ip = 0\n"
+            "{LISTENER}[limits]\nheader_timeout = \"2s\"\nkeepalive_timeout = \"75s\"\nbody_min_rate = \"4KiB\"\nbody_rate_window = \"500ms\"\nsend_timeout = \"15s\"\nh2_max_concurrent_streams = 128\nh2_stream_window = \"256KiB\"\nh2_connection_window = \"4MiB\"\nh2_max_frame_size = \"32KiB\"\nmax_connections = 5000\nmax_connections_per_ip = 0\n"
         );
         let limits = parse(&src, Path::new("edge.toml")).unwrap().limits;
         assert_eq!(limits.header_timeout, Duration::from_secs(2));
         assert_eq!(limits.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(limits.send_timeout, Duration::from_secs(15));
         assert_eq!(limits.body_min_rate, 4096);
         assert_eq!(limits.body_rate_window, Duration::from_millis(500));
         assert_eq!(limits.h2_max_concurrent_streams, 128);

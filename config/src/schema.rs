@@ -305,6 +305,10 @@ pub struct Limits {
     /// judged; also the grace before the first judgement.
     #[serde(with = "duration")]
     pub body_rate_window: Duration,
+    /// Longest a write to a client may wait because the client is not
+    /// reading (its receive window is full); the connection is closed then.
+    #[serde(with = "duration")]
+    pub send_timeout: Duration,
     /// HTTP/2 streams a client may have open at once on one connection
     /// (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub h2_max_concurrent_streams: u32,
@@ -352,6 +356,10 @@ impl Default for Limits {
             // 10 s of waiting: tolerates a pause of several seconds mid-upload
             // (a phone switching cells) before the rate is judged.
             body_rate_window: Duration::from_secs(10),
+            // 60 s: nginx's send_timeout; a client whose window stays shut
+            // that long is gone or stalling on purpose, and each one holds
+            // a connection, its buffers and often an upstream fetch.
+            send_timeout: Duration::from_secs(60),
             // 100 streams, 64 KiB stream window, 1 MiB connection window:
             // Envoy's "configuring Envoy as an edge proxy" recommendations;
             // RFC 9113 §6.5.2 recommends at least 100 streams. The connection

@@ -134,6 +134,7 @@ fn limits(config: &Config, path: &KeyPath) -> Checked {
     }
     nonzero(limits.header_timeout, path.key("header_timeout"))?;
     nonzero(limits.keepalive_timeout, path.key("keepalive_timeout"))?;
+    nonzero(limits.send_timeout, path.key("send_timeout"))?;
     nonzero(limits.body_rate_window, path.key("body_rate_window"))?;
     if limits.body_min_rate > MAX_BODY_MIN_RATE {
         return invalid(
@@ -1093,6 +1094,13 @@ endpoints = [\"127.0.0.1:9000\"]
                 8,
                 21,
                 "limits.keepalive_timeout",
+                "must be greater than zero",
+            ),
+            (
+                "[limits]\nsend_timeout = \"0s\"\n",
+                8,
+                16,
+                "limits.send_timeout",
                 "must be greater than zero",
             ),
             (

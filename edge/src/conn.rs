@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,6 +28,7 @@ use crate::framing::{FramingWatch, Verdicts};
 use crate::https::{self, Decision, HttpsPolicy};
 use crate::observe::metrics::slow_clients_closed;
 use crate::proxy::{AmbiguousFraming, ClientInfo, Proxy};
+use crate::send_stall::{self, SendDeadline};
 use crate::tls::{ALPN_H2, TlsListener};
 use crate::upstream::ResetConnection;
 
@@ -51,6 +53,9 @@ pub struct HttpServer {
     /// `edge_slow_clients_closed_total` for the watchdog's two reasons.
     closed_header: metrics::Counter,
     closed_idle: metrics::Counter,
+    /// `[limits] send_timeout`, and its count of closed connections.
+    send_timeout: Duration,
+    closed_send: metrics::Counter,
     _closed_body: metrics::Counter,
 }
 
@@ -89,6 +94,8 @@ impl HttpServer {
             body_rate: RateRule::from_limits(limits),
             closed_header: slow_clients_closed(Expiry::Header.label()),
             closed_idle: slow_clients_closed(Expiry::Keepalive.label()),
+            send_timeout: limits.send_timeout,
+            closed_send: slow_clients_closed(send_stall::SEND_TIMEOUT),
             // Registered now so the series shows (at 0) before the first event.
             _closed_body: slow_clients_closed(body::BODY_RATE),
         }
@@ -176,6 +183,7 @@ impl HttpServer {
         let https = self.https.clone();
         let verdicts = Verdicts::default();
         let clock = ConnClock::new();
+        let stream = SendDeadline::new(stream, self.send_timeout, self.closed_send.clone());
         let stream = ClockedIo::new(FramingWatch::new(stream, verdicts.clone()), clock.clone());
         let body_rate = self.body_rate;
         let requests = clock.clone();

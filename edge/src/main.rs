@@ -30,6 +30,7 @@ mod proxy;
 mod purge;
 mod reload;
 mod route;
+mod send_stall;
 mod status;
 mod tls;
 mod upstream;

@@ -708,3 +708,41 @@ async fn h2_settings_advertise_the_configured_limits() {
     .expect("a connection WINDOW_UPDATE");
     assert_eq!(increment, 2 * 1024 * 1024 - 65_535);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_at_the_send_timeout() {
+    let origin = Origin::start();
+    let edge = edge_with_limits(&origin, "send_timeout = \"1s\"");
+    // 64 MiB: far more than the socket buffers on both sides hold, so the
+    // edge's writes block once the client stops reading.
+    const SIZE: u64 = 64 << 20;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(edge.addr()).await.unwrap();
+    let head = format!(
+        "GET /big?size={SIZE}&header=Cache-Control:no-store HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let stopped = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            counter(&edge, "edge_slow_clients_closed_total", "send_timeout").await >= 1.0
+        })
+        .await,
+        "the stalled connection is closed"
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    // What was sent before the close is there, then the end: the body is cut short.
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+    assert!(
+        (received.len() as u64) < SIZE,
+        "the response was cut off, got {} bytes",
+        received.len()
+    );
+    // The edge stays healthy for everyone else.
+    assert_eq!(get(edge.addr(), "/after").await.status(), 200);
+}
