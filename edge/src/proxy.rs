@@ -156,7 +156,7 @@ impl Pipeline {
                 access_log,
                 RequestMetrics::new(config.sites.iter().map(|s| s.hosts[0].as_str())),
             ),
-            rate_limits: RateLimits::new(config, epoch)?,
+            rate_limits: RateLimits::new(config, epoch, previous.map(|p| &p.rate_limits))?,
         })
     }
 }

@@ -100,8 +100,14 @@ const KIND_V6_PREFIX: u8 = 6;
 const KIND_HEADER: u8 = b'h';
 
 impl KeyHasher {
+    /// A site's identity in keys: its first host, so that a client keeps
+    /// its count on a site across reloads that add or remove other sites.
+    pub fn site(&self, first_host: &str) -> u64 {
+        self.state.hash_one(first_host.to_ascii_lowercase())
+    }
+
     /// The key of `ip` on `site`: IPv4 addresses whole, IPv6 by /64.
-    pub fn ip(&self, site: usize, ip: IpAddr) -> u64 {
+    pub fn ip(&self, site: u64, ip: IpAddr) -> u64 {
         match ip.to_canonical() {
             IpAddr::V4(v4) => self.state.hash_one((site, KIND_V4, v4.octets())),
             IpAddr::V6(v6) => {
@@ -112,7 +118,7 @@ impl KeyHasher {
     }
 
     /// The key of a header value on `site`.
-    pub fn header(&self, site: usize, value: &[u8]) -> u64 {
+    pub fn header(&self, site: u64, value: &[u8]) -> u64 {
         self.state.hash_one((site, KIND_HEADER, value))
     }
 }

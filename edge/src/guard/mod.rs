@@ -10,13 +10,17 @@
 //!   by the pipeline once a request has been routed to its site.
 //!
 //! A site without `rate_limit` costs a request one branch; a node without
-//! any has no table at all.
+//! any has no table at all. A config reload keeps the table (and so every
+//! client's count) unless `rate_limit_clients` changed; clients are
+//! counted per site by the site's first host, so adding or removing other
+//! sites leaves their counts alone.
 
 pub mod client;
 pub mod gcra;
 pub mod table;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -33,10 +37,20 @@ use table::RateTable;
 pub struct RateLimits {
     /// Each site's limit, by site index.
     sites: Vec<Option<SiteLimit>>,
+    /// What carries over a reload.
+    counts: Arc<Counts>,
+    trusted: TrustedProxies,
+}
+
+/// Client state and totals, kept across reloads.
+#[derive(Debug)]
+struct Counts {
     /// Client state; `None` when no site limits anything.
     table: Option<RateTable>,
-    trusted: TrustedProxies,
+    /// `rate_limit_clients` the table was sized for.
+    configured: usize,
     keys: KeyHasher,
+    /// The clock origin of the table's timestamps.
     epoch: Epoch,
     /// Requests refused with 429.
     limited: AtomicU64,
@@ -48,6 +62,8 @@ struct SiteLimit {
     gcra: Gcra,
     /// Count by this header's value when the request has it, else by IP.
     header: Option<HeaderName>,
+    /// The site's identity in client keys.
+    id: u64,
 }
 
 /// The rate limit's answer for one request.
@@ -63,8 +79,38 @@ pub enum Verdict {
 }
 
 impl RateLimits {
-    /// The limits of a validated `config`; `epoch` starts the limiter's clock.
-    pub fn new(config: &Config, epoch: Epoch) -> anyhow::Result<Self> {
+    /// The limits of a validated `config`; `epoch` starts the limiter's
+    /// clock. The client counts of `previous` (the limits a reload
+    /// replaces) carry over when its table still fits the config.
+    pub fn new(
+        config: &Config,
+        epoch: Epoch,
+        previous: Option<&RateLimits>,
+    ) -> anyhow::Result<Self> {
+        let wanted = config.sites.iter().any(|s| s.rate_limit.is_some());
+        let configured = config.limits.rate_limit_clients;
+        let counts = match previous.map(|p| &p.counts) {
+            Some(counts)
+                if counts.configured == configured && (counts.table.is_some() || !wanted) =>
+            {
+                counts.clone()
+            }
+            previous => Arc::new(Counts {
+                table: wanted.then(|| {
+                    let table = RateTable::new(configured);
+                    tracing::info!(
+                        clients = table.capacity(),
+                        bytes = table.bytes(),
+                        "rate-limit table allocated"
+                    );
+                    table
+                }),
+                configured,
+                keys: KeyHasher::default(),
+                epoch,
+                limited: AtomicU64::new(previous.map_or(0, |c| c.limited.load(Ordering::Relaxed))),
+            }),
+        };
         let sites = config
             .sites
             .iter()
@@ -79,27 +125,16 @@ impl RateLimits {
                         Ok::<_, anyhow::Error>(SiteLimit {
                             gcra: Gcra::new(limit.rate.interval(), limit.burst),
                             header,
+                            id: counts.keys.site(&site.hosts[0]),
                         })
                     })
                     .transpose()
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let table = sites.iter().any(Option::is_some).then(|| {
-            let table = RateTable::new(config.limits.rate_limit_clients);
-            tracing::info!(
-                clients = table.capacity(),
-                bytes = table.bytes(),
-                "rate-limit table allocated"
-            );
-            table
-        });
         Ok(RateLimits {
             sites,
-            table,
+            counts,
             trusted: TrustedProxies::new(config.limits.trusted_proxies.clone()),
-            keys: KeyHasher::default(),
-            epoch,
-            limited: AtomicU64::new(0),
         })
     }
 
@@ -117,7 +152,8 @@ impl RateLimits {
     /// Counts a request from `client` with `headers` to `site`, arriving at
     /// `now`, and says whether it may go on.
     pub fn check(&self, site: usize, client: IpAddr, headers: &HeaderMap, now: Instant) -> Verdict {
-        let (Some(Some(limit)), Some(table)) = (self.sites.get(site), &self.table) else {
+        let counts = &*self.counts;
+        let (Some(Some(limit)), Some(table)) = (self.sites.get(site), &counts.table) else {
             return Verdict::Pass;
         };
         let key = match limit
@@ -126,13 +162,13 @@ impl RateLimits {
             .and_then(|name| headers.get(name))
             .filter(|value| !value.is_empty())
         {
-            Some(value) => self.keys.header(site, value.as_bytes()),
-            None => self.keys.ip(site, client),
+            Some(value) => counts.keys.header(limit.id, value.as_bytes()),
+            None => counts.keys.ip(limit.id, client),
         };
-        match table.check(key, &limit.gcra, self.epoch.at(now)) {
+        match table.check(key, &limit.gcra, counts.epoch.at(now)) {
             Decision::Allow { .. } => Verdict::Pass,
             Decision::Deny { wait } => {
-                self.limited.fetch_add(1, Ordering::Relaxed);
+                counts.limited.fetch_add(1, Ordering::Relaxed);
                 Verdict::Limited {
                     retry_after: gcra::retry_after_secs(wait),
                 }
@@ -142,19 +178,19 @@ impl RateLimits {
 
     /// Requests refused with 429 since start (for the metrics).
     pub fn limited(&self) -> u64 {
-        self.limited.load(Ordering::Relaxed)
+        self.counts.limited.load(Ordering::Relaxed)
     }
 
     /// Live client entries evicted to make room since start (for the
     /// metrics): steady growth means `rate_limit_clients` is too small
     /// for the traffic, or a flood of distinct clients is under way.
     pub fn evictions(&self) -> u64 {
-        self.table.as_ref().map_or(0, RateTable::evictions)
+        self.counts.table.as_ref().map_or(0, RateTable::evictions)
     }
 
     /// Whether any site limits anything.
     pub fn enabled(&self) -> bool {
-        self.table.is_some()
+        self.sites.iter().any(Option::is_some)
     }
 }
 
@@ -165,12 +201,42 @@ mod tests {
     use std::time::Duration;
 
     fn limits(sites: &str) -> RateLimits {
+        reloaded(sites, "", None)
+    }
+
+    /// Limits for `sites` with `limits` lines, replacing `previous`.
+    fn reloaded(sites: &str, limits: &str, previous: Option<&RateLimits>) -> RateLimits {
         let src = format!(
-            "[[listeners]]\naddr = \"127.0.0.1:0\"\n[limits]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+            "[[listeners]]\naddr = \"127.0.0.1:0\"\n[limits]\ntrusted_proxies = [\"127.0.0.1\"]\n{limits}\n\
              [pools.o]\nendpoints = [\"127.0.0.1:1\"]\n{sites}"
         );
         let config = edge_config::parse(&src, Path::new("edge.toml")).unwrap();
-        RateLimits::new(&config, Epoch::new(Instant::now())).unwrap()
+        RateLimits::new(&config, Epoch::new(Instant::now()), previous).unwrap()
+    }
+
+    #[test]
+    fn counts_carry_over_a_reload_that_moves_sites_around() {
+        let limited = "[[sites]]\nhosts = [\"a.com\"]\npool = \"o\"\nrate_limit = { rate = \"1/m\", burst = 1 }\n";
+        let other = "[[sites]]\nhosts = [\"b.com\"]\npool = \"o\"\n";
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (none, now) = (HeaderMap::new(), Instant::now());
+        let first = limits(limited);
+        assert_eq!(first.check(0, ip, &none, now), Verdict::Pass);
+        assert!(matches!(
+            first.check(0, ip, &none, now),
+            Verdict::Limited { .. }
+        ));
+        // A site added in front: a.com is now site 1, and still knows the client.
+        let second = reloaded(&format!("{other}{limited}"), "", Some(&first));
+        assert!(matches!(
+            second.check(1, ip, &none, now),
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(second.limited(), 2, "the total carries over too");
+        // A table of another size starts afresh.
+        let third = reloaded(limited, "rate_limit_clients = 1024", Some(&second));
+        assert_eq!(third.check(0, ip, &none, now), Verdict::Pass);
+        assert_eq!(third.limited(), 2);
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
