@@ -122,7 +122,6 @@ impl Node {
     /// Binds every listener and starts serving `config`, read from
     /// `config_path` (which reloads re-read; none for the demo).
     pub fn start(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Node> {
-        refuse_unbuilt_features(config)?;
         let metrics = crate::observe::metrics::recorder()?;
         let dns = Dns::start(config)?;
         let access_log = AccessLogWriter::start(&config.log.access, config.log.access_buffer)
@@ -271,15 +270,4 @@ impl Node {
             log.close(LOG_CLOSE_DEADLINE);
         }
     }
-}
-
-/// Config sections that parse (they are public contract) but whose
-/// behaviour has not been built yet: fail loudly or warn, never pretend.
-fn refuse_unbuilt_features(config: &Config) -> anyhow::Result<()> {
-    if config.sites.iter().any(|s| s.shield.is_some()) {
-        tracing::warn!(
-            "shield routing is not built yet; sites fetch from their origin pool directly"
-        );
-    }
-    Ok(())
 }

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use edge_config::Config;
 use edge_lb::{EndpointSpec, Epoch, PickRequest, WyRand};
+use edge_shield::hop::HopResult;
 use std::cell::RefCell;
 use std::net::SocketAddr as EndpointAddr;
 use std::sync::{Mutex, PoisonError};
@@ -60,6 +61,8 @@ pub struct Pipeline {
     sites: SiteTable,
     /// Pool index of each site.
     site_pools: Vec<usize>,
+    /// Pool index of each site's shield tier, when it has one.
+    site_shields: Vec<Option<usize>>,
     /// Shared with the pipeline before a reload when unchanged.
     pools: Vec<Arc<OriginPool>>,
     via: ViaValues,
@@ -114,20 +117,36 @@ impl Pipeline {
                 }
             })
             .collect::<anyhow::Result<_>>()?;
+        let pool_index = |name: &str| {
+            pool_names
+                .iter()
+                .position(|known| *known == name)
+                .ok_or_else(|| anyhow::anyhow!("site names unknown pool {name:?}"))
+        };
         let site_pools = config
             .sites
             .iter()
-            .map(|site| {
-                pool_names
-                    .iter()
-                    .position(|name| **name == site.pool)
-                    .ok_or_else(|| anyhow::anyhow!("site names unknown pool {:?}", site.pool))
-            })
+            .map(|site| pool_index(&site.pool))
             .collect::<anyhow::Result<_>>()?;
+        let site_shields = config
+            .sites
+            .iter()
+            .map(|site| site.shield.as_deref().map(pool_index).transpose())
+            .collect::<anyhow::Result<_>>()?;
+        for (name, pool) in &config.pools {
+            let shields = config.sites.iter().any(|s| s.shield.as_ref() == Some(name));
+            if shields && pool.balance != edge_config::Balance::Hash {
+                tracing::warn!(
+                    pool = %name,
+                    "pools.{name} is a shield tier but not balance = \"hash\": an object may be fetched through several shields, and the origin asked once per shield"
+                );
+            }
+        }
         Ok(Pipeline {
             node_id: config.node.id.clone(),
             sites: SiteTable::new(config.sites.iter().map(|s| s.hosts.as_slice())),
             site_pools,
+            site_shields,
             pools,
             via: ViaValues::new(&config.node.id)?,
             cdn_loop_id: HeaderValue::from_str(&config.node.id)?,
@@ -477,6 +496,8 @@ where
         site,
         pool,
         client: generation.clients[pool].clone(),
+        shield: pipeline.site_shields[site]
+            .map(|shield| (shield, generation.clients[shield].clone())),
         from: client,
         version: downstream_version,
         notes,
@@ -565,6 +586,8 @@ pub struct Upstream {
     site: usize,
     pool: usize,
     client: Arc<UpstreamClient>,
+    /// The site's shield tier: its pool index and this worker's client.
+    shield: Option<(usize, Arc<UpstreamClient>)>,
     from: ClientInfo,
     version: Version,
     /// The request's notes, when it is observed.
@@ -625,13 +648,63 @@ impl Upstream {
         headers.append(CDN_LOOP, pipeline.cdn_loop_id.clone());
 
         self.inject_faults(&headers).await?;
+        if let Some((shield, client)) = &self.shield
+            && edge_shield::hop::takes_shield_hop(method.as_str(), !body.is_end_stream())
+        {
+            let shield = &pipeline.pools[*shield];
+            let answer = self
+                .send_to(
+                    shield,
+                    client,
+                    method.clone(),
+                    path_and_query,
+                    headers.clone(),
+                    body::empty(),
+                )
+                .await;
+            let status = answer.as_ref().ok().map(|r| r.status().as_u16());
+            match (edge_shield::hop::judge(status), answer) {
+                // Shedding is the shield tier protecting itself and the
+                // origin: fetching around it would defeat that.
+                (_, Err(UpstreamError::Shed)) => return Err(UpstreamError::Shed),
+                (HopResult::Answered, answer) => return answer,
+                (HopResult::FallBack(reason), answer) => {
+                    let site = &pipeline.site_names[self.site];
+                    match answer {
+                        Ok(response) => {
+                            tracing::warn!(%site, shield = %shield.name, status = %response.status(), "the shield tier could not reach the origin; fetching directly")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%site, shield = %shield.name, %error, "the shield tier is unreachable; fetching from the origin directly")
+                        }
+                    }
+                    metrics::counter!("edge_shield_fallbacks_total", "site" => site.clone(), "reason" => reason.label())
+                        .increment(1);
+                }
+            }
+        }
+        self.send_to(pool, &self.client, method, path_and_query, headers, body)
+            .await
+    }
+
+    /// Sends to one pool: within its adaptive concurrency limit (load
+    /// shedding), with its retries.
+    async fn send_to(
+        &self,
+        pool: &OriginPool,
+        client: &UpstreamClient,
+        method: Method,
+        path_and_query: &PathAndQuery,
+        headers: HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         // Load shedding: over the pool's adaptive limit, fail fast.
         let admitted = match &pool.adaptive {
             Some(limit) => Some(limit.try_acquire(pool.now()).ok_or(UpstreamError::Shed)?),
             None => None,
         };
         let result = self
-            .send_attempts(pool, method, path_and_query, headers, body)
+            .send_attempts(pool, client, method, path_and_query, headers, body)
             .await;
         if let (Some(limit), Some(admitted)) = (&pool.adaptive, admitted) {
             match &result {
@@ -653,6 +726,7 @@ impl Upstream {
     async fn send_attempts(
         &self,
         pool: &OriginPool,
+        client: &UpstreamClient,
         method: Method,
         path_and_query: &PathAndQuery,
         headers: HeaderMap,
@@ -696,7 +770,7 @@ impl Upstream {
                 std::mem::take(&mut headers)
             };
             let sent = Instant::now();
-            let result = self.client.send(upstream).await;
+            let result = client.send(upstream).await;
             metrics::histogram!(
                 "edge_upstream_duration_seconds",
                 "pool" => pool.name.clone(),

@@ -19,6 +19,8 @@ use crate::proxy::Pipeline;
 pub struct NodeInfo {
     /// `[node] id`.
     id: String,
+    /// `[node] role`: `edge` or `shield`.
+    role: &'static str,
     /// When the node started.
     started: Instant,
     running: Mutex<Running>,
@@ -47,6 +49,10 @@ impl NodeInfo {
     pub fn new(config: &edge_config::Config, listeners: &[BoundListener]) -> Self {
         NodeInfo {
             id: config.node.id.clone(),
+            role: match config.node.role {
+                edge_config::Role::Edge => "edge",
+                edge_config::Role::Shield => "shield",
+            },
             started: Instant::now(),
             running: Mutex::new(Running::new(config, listeners)),
         }
@@ -116,6 +122,7 @@ pub fn render(info: &NodeInfo, pipeline: &Pipeline) -> String {
     let running = info.running.lock().unwrap_or_else(PoisonError::into_inner);
     let document = json!({
         "node": info.id,
+        "role": info.role,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": info.started.elapsed().as_secs(),
         "config_digest": running.config_digest,
