@@ -1,5 +1,6 @@
-//! `edge demo`: two sample origins and an edge in front of them, on
-//! loopback, with a printed tour of things to try. The edge serves plain
+//! `edge demo`: two sample origins, a shield node in front of them and an
+//! edge that fetches through the shield, on loopback, with a printed tour
+//! of things to try. The edge serves plain
 //! HTTP on the chosen port and HTTPS 363 ports above it (8080 → 8443),
 //! with a certificate for `localhost` from a CA generated at start; the CA
 //! is written to a file so curl can verify against it.
@@ -50,6 +51,34 @@ pub fn run(port: u16) -> anyhow::Result<()> {
     let certs = DemoCerts::generate(dir.path())?;
     let origin_a = start_origin("a")?;
     let origin_b = start_origin("b")?;
+    // The shield tier: one node, in this process, in front of the origins.
+    let shield_toml = format!(
+        r#"
+[node]
+id = "shield-demo"
+role = "shield"
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+addr = "127.0.0.1:0"
+
+[[sites]]
+hosts = ["*"]
+pool = "origin"
+
+[pools.origin]
+endpoints = ["{origin_a}", "{origin_b}"]
+balance = "round-robin"
+response_timeout = "10s"
+"#
+    );
+    let shield_config = edge_config::parse(&shield_toml, Path::new("<demo shield config>"))?;
+    // Kept until the demo exits; it stops with the process.
+    let shield = crate::node::Node::start(&shield_config, None)?;
+    let shield_addr = shield.listeners()[0].addr;
     let toml = format!(
         r#"
 [node]
@@ -70,6 +99,11 @@ tls = {{ certs = [{{ cert = {cert:?}, key = {key:?} }}] }}
 [[sites]]
 hosts = ["*"]
 pool = "origin"
+shield = "shield"
+
+[pools.shield]
+endpoints = ["{shield_addr}"]
+balance = "hash"
 
 [pools.origin]
 endpoints = ["{origin_a}", "{origin_b}"]
@@ -80,14 +114,16 @@ response_timeout = "10s"
         key = certs.key.display().to_string(),
     );
     let config = edge_config::parse(&toml, Path::new("<demo config>"))?;
-    crate::serve(&config, None, |node| {
+    let served = crate::serve(&config, None, |node| {
         print_tour(
             node.listeners()[0].addr,
             node.listeners()[1].addr,
             node.admin(),
             &certs.ca,
         )
-    })
+    });
+    drop(shield);
+    served
 }
 
 /// The demo's certificate files.
@@ -159,11 +195,11 @@ fn print_tour(edge: SocketAddr, https: SocketAddr, admin: SocketAddr, ca: &Path)
     println!(
         r#"
 edge demo is running: an edge on http://{edge} and https://localhost:{https_port}
-in front of two origins (a, b). The HTTPS certificate comes from a CA made
-for this run: {ca}
+that fetches through a shield node (shield-demo) in front of two origins
+(a, b). The HTTPS certificate comes from a CA made for this run: {ca}
 
 Try:
-  curl -i http://{edge}/hello.txt                      # miss then hit: see Cache-Status and Age
+  curl -i http://{edge}/hello.txt                      # miss then hit: Cache-Status has one member per hop, and Age
   curl --cacert {ca} https://localhost:{https_port}/hello.txt
   curl -i --http2 --cacert {ca} https://localhost:{https_port}/hello.txt   # HTTP/2 via ALPN
   curl -i http://{edge}/api/time                       # no-store: X-Origin alternates a/b

@@ -21,7 +21,18 @@ async fn demo_serves_its_catalogue_and_stops_on_ctrl_c() {
     for _ in 0..2 {
         let time = get(demo.addr(), "/api/time").await;
         assert_eq!(time.status(), 200);
-        assert_eq!(time.header("via"), Some("1.1 edge-demo"));
+        let via: Vec<&str> = time
+            .head
+            .headers
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            via,
+            ["1.1 shield-demo", "1.1 edge-demo"],
+            "through the shield"
+        );
         origins.push(time.header("x-origin").unwrap().to_owned());
     }
     origins.sort();
@@ -35,14 +46,15 @@ async fn demo_serves_its_catalogue_and_stops_on_ctrl_c() {
     assert_eq!(first.status(), 200);
     assert_eq!(
         first.header("cache-status"),
-        Some("edge-demo; fwd=uri-miss; stored")
+        Some("shield-demo; fwd=uri-miss; stored, edge-demo; fwd=uri-miss; stored"),
+        "one member per hop"
     );
     let second = get(demo.addr(), "/hello.txt").await;
     assert!(
         second
             .header("cache-status")
             .unwrap()
-            .starts_with("edge-demo; hit"),
+            .contains("edge-demo; hit"),
         "{:?}",
         second.header("cache-status")
     );
