@@ -21,12 +21,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 
 use crate::proxy::{CurrentPipeline, Pipeline};
 use crate::purge::PurgeRequest;
 use crate::reload::ConfigReloader;
 use crate::status::NodeInfo;
-use crate::tls::reload::CertReloader;
+use crate::tls::reload::{CertReloader, ReloadReport};
 
 /// Lifecycle phase reported by `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,21 +217,30 @@ fn reload<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let config = match config {
-        None => "null".to_owned(),
-        Some(Ok(())) => "{\"ok\":true}".to_owned(),
-        Some(Err(why)) => format!(
-            "{{\"ok\":false,\"error\":{}}}",
-            crate::purge::json_string(&why)
-        ),
+    let answer = ReloadAnswer {
+        config: config.as_ref().map(|outcome| ConfigReload {
+            ok: outcome.is_ok(),
+            error: outcome.as_ref().err().map(String::as_str),
+        }),
+        certificates: &report,
     };
-    json(
-        status,
-        format!(
-            "{{\"config\":{config},\"certificates\":{}}}\n",
-            report.to_json().trim_end()
-        ),
-    )
+    json(status, &answer)
+}
+
+/// The answer of `POST /reload`: `config` is `null` when the node has no
+/// config file to re-read.
+#[derive(Serialize)]
+struct ReloadAnswer<'a> {
+    config: Option<ConfigReload<'a>>,
+    certificates: &'a ReloadReport,
+}
+
+/// `{"ok":true}`, or `{"ok":false,"error":"..."}` when the running config stays.
+#[derive(Serialize)]
+struct ConfigReload<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 /// `POST /purge?url=URL` or `?tag=TAG`, optionally `&soft=1`: 200 with
@@ -240,40 +250,30 @@ fn purge<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         return unauthorized();
     }
     let Some(pipeline) = &state.current() else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"error\":\"starting\"}\n".into(),
-        );
+        return starting();
     };
-    let outcome = PurgeRequest::parse(req.uri().query().unwrap_or(""))
-        .and_then(|purge| purge.apply(pipeline));
-    match outcome {
-        Ok(body) => json(StatusCode::OK, body),
-        Err(why) => json(
-            StatusCode::BAD_REQUEST,
-            format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
-        ),
+    let purge = match PurgeRequest::parse(req.uri().query().unwrap_or("")) {
+        Ok(purge) => purge,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match purge.apply(pipeline) {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err(why) => error(StatusCode::BAD_REQUEST, &why),
     }
 }
 
 /// `GET /status`: the node, its pools and its cache as JSON.
 fn status(state: &AdminState) -> Response<Full<Bytes>> {
     let (Some(info), Some(pipeline)) = (&state.info, &state.current()) else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"error\":\"starting\"}\n".into(),
-        );
+        return starting();
     };
-    json(StatusCode::OK, crate::status::render(info, pipeline))
+    json_text(StatusCode::OK, crate::status::render(info, pipeline))
 }
 
 /// `GET /metrics`: the Prometheus text format (version 0.0.4).
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     let (Some(handle), Some(pipeline)) = (&state.metrics, &state.current()) else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"error\":\"starting\"}\n".into(),
-        );
+        return starting();
     };
     let text = crate::observe::scrape::render(handle, pipeline);
     let mut response = Response::new(Full::new(Bytes::from(text)));
@@ -290,23 +290,23 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
 /// again). Changing rules needs the token.
 fn faults<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     let Some(pipeline) = &state.current() else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"error\":\"starting\"}\n".into(),
-        );
+        return starting();
     };
     let now = std::time::Instant::now();
     if req.method() == Method::GET {
-        let sites: Vec<String> = pipeline
+        /// `{"sites":[...]}`, one [`RuleInForce`](crate::faults::RuleInForce) a
+        /// site; a struct, not `json!`, so each rule keeps its field order.
+        #[derive(Serialize)]
+        struct Sites<'a> {
+            sites: Vec<crate::faults::RuleInForce<'a>>,
+        }
+        let sites = pipeline
             .all_faults()
             .map(|(site, faults)| {
                 crate::faults::describe(site, faults.current(now).as_deref(), now)
             })
             .collect();
-        return json(
-            StatusCode::OK,
-            format!("{{\"sites\":[{}]}}\n", sites.join(",")),
-        );
+        return json(StatusCode::OK, &Sites { sites });
     }
     if !state.authorized(req) {
         return unauthorized();
@@ -315,12 +315,7 @@ fn faults<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
         form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    let bad = |why: String| {
-        json(
-            StatusCode::BAD_REQUEST,
-            format!("{{\"error\":{}}}\n", crate::purge::json_string(&why)),
-        )
-    };
+    let bad = |why: String| error(StatusCode::BAD_REQUEST, &why);
     let Some((_, host)) = pairs.iter().find(|(k, _)| k == "site") else {
         return bad("missing site=HOST".into());
     };
@@ -342,17 +337,14 @@ fn faults<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     let current = faults.current(now);
     json(
         StatusCode::OK,
-        format!(
-            "{}\n",
-            crate::faults::describe(site, current.as_deref(), now)
-        ),
+        &crate::faults::describe(site, current.as_deref(), now),
     )
 }
 
 fn unauthorized() -> Response<Full<Bytes>> {
-    let mut response = json(
+    let mut response = error(
         StatusCode::UNAUTHORIZED,
-        "{\"error\":\"this endpoint needs Authorization: Bearer <[admin] token>\"}\n".into(),
+        "this endpoint needs Authorization: Bearer <[admin] token>",
     );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -361,7 +353,25 @@ fn unauthorized() -> Response<Full<Bytes>> {
     response
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+/// 503 `{"error":"starting"}`: the node has no pipeline yet.
+fn starting() -> Response<Full<Bytes>> {
+    error(StatusCode::SERVICE_UNAVAILABLE, "starting")
+}
+
+/// `{"error":"..."}` with `status`.
+fn error(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": why }))
+}
+
+/// `body` as one line of JSON, fields in the order its type declares them.
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_string(body).expect("admin answers serialise to JSON");
+    text.push('\n');
+    json_text(status, text)
+}
+
+/// A JSON document already rendered (`/status`).
+fn json_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(

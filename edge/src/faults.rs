@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use edge_lb::RandomSource;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Serialize, Serializer};
 
 /// How an aborted request fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,16 @@ pub enum Abort {
     Status(StatusCode),
     /// The client's connection is closed without an answer.
     Reset,
+}
+
+/// In JSON: the status as a number, or `"reset"`.
+impl Serialize for Abort {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Abort::Status(status) => serializer.serialize_u16(status.as_u16()),
+            Abort::Reset => serializer.serialize_str("reset"),
+        }
+    }
 }
 
 /// One site's fault rule.
@@ -150,42 +161,66 @@ pub fn parse_header(text: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
     ))
 }
 
-/// A site's rule in force as a JSON object, for the admin API.
-pub fn describe(site: &str, rule: Option<&FaultRule>, now: Instant) -> String {
-    let site = crate::purge::json_string(site);
+/// A site's rule in force as the admin API shows it (`GET /faults`, and the
+/// answer to a change), fields in this order:
+///
+/// ```json
+/// {"site":"example.com","active":true,"delay_ms":200,"delay_percent":10.0,
+///  "abort":503,"abort_percent":5.0,"header":"x-edge-fault: on",
+///  "source":"runtime","expires_in_s":290}
+/// ```
+///
+/// `abort` is a status or `"reset"`; `delay_*`, `abort*` and `header` appear
+/// when the rule has them, `expires_in_s` for runtime rules; a site without
+/// a rule is `{"site":"example.com","active":false}`.
+#[derive(Debug, Default, Serialize)]
+pub struct RuleInForce<'a> {
+    site: &'a str,
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort: Option<Abort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_s: Option<u64>,
+}
+
+/// What [`RuleInForce`] shows of `site`'s `rule` at `now`.
+pub fn describe<'a>(site: &'a str, rule: Option<&FaultRule>, now: Instant) -> RuleInForce<'a> {
     let Some(rule) = rule else {
-        return format!("{{\"site\":{site},\"active\":false}}");
-    };
-    let mut out = format!("{{\"site\":{site},\"active\":true");
-    if let Some((delay, percent)) = rule.delay {
-        out.push_str(&format!(
-            ",\"delay_ms\":{},\"delay_percent\":{percent}",
-            delay.as_millis()
-        ));
-    }
-    if let Some((abort, percent)) = rule.abort {
-        let how = match abort {
-            Abort::Status(status) => status.as_u16().to_string(),
-            Abort::Reset => "\"reset\"".to_owned(),
+        return RuleInForce {
+            site,
+            ..RuleInForce::default()
         };
-        out.push_str(&format!(",\"abort\":{how},\"abort_percent\":{percent}"));
+    };
+    RuleInForce {
+        site,
+        active: true,
+        delay_ms: rule.delay.map(|(delay, _)| delay.as_millis()),
+        delay_percent: rule.delay.map(|(_, percent)| percent),
+        abort: rule.abort.map(|(abort, _)| abort),
+        abort_percent: rule.abort.map(|(_, percent)| percent),
+        header: rule
+            .header
+            .as_ref()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or(""))),
+        source: Some(if rule.expires.is_some() {
+            "runtime"
+        } else {
+            "config"
+        }),
+        expires_in_s: rule
+            .expires
+            .map(|end| end.saturating_duration_since(now).as_secs()),
     }
-    if let Some((name, value)) = &rule.header {
-        let header = format!("{name}: {}", value.to_str().unwrap_or(""));
-        out.push_str(&format!(
-            ",\"header\":{}",
-            crate::purge::json_string(&header)
-        ));
-    }
-    match rule.expires {
-        Some(end) => out.push_str(&format!(
-            ",\"source\":\"runtime\",\"expires_in_s\":{}",
-            end.saturating_duration_since(now).as_secs()
-        )),
-        None => out.push_str(",\"source\":\"config\""),
-    }
-    out.push('}');
-    out
 }
 
 /// A site's rules: the configured one and the runtime override.
@@ -297,5 +332,28 @@ mod tests {
         ] {
             assert!(FaultRule::from_query(&query(bad), now).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rules_in_force_as_json() {
+        let now = Instant::now();
+        let json = |rule: Option<&FaultRule>| {
+            serde_json::to_string(&describe("a.test", rule, now)).unwrap()
+        };
+        assert_eq!(json(None), r#"{"site":"a.test","active":false}"#);
+        assert_eq!(
+            json(Some(&rule(30.0, Some("X-Edge-Fault: on")))),
+            r#"{"site":"a.test","active":true,"abort":503,"abort_percent":30.0,"header":"x-edge-fault: on","source":"config"}"#
+        );
+        let runtime = FaultRule {
+            delay: Some((Duration::from_millis(200), 10.0)),
+            abort: Some((Abort::Reset, 5.0)),
+            header: None,
+            expires: Some(now + Duration::from_secs(90)),
+        };
+        assert_eq!(
+            json(Some(&runtime)),
+            r#"{"site":"a.test","active":true,"delay_ms":200,"delay_percent":10.0,"abort":"reset","abort_percent":5.0,"source":"runtime","expires_in_s":90}"#
+        );
     }
 }

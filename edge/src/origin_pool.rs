@@ -13,6 +13,7 @@ use edge_lb::{
     HealthCheckConfig, Pool, PoolConfig, RetryBudget, RetryBudgetConfig,
 };
 
+use crate::observe::metrics::UpstreamDurations;
 use crate::upstream::PoolSettings;
 
 /// One origin pool, shared by every worker.
@@ -43,6 +44,8 @@ pub struct OriginPool {
     pub retry_unsafe_idempotent: bool,
     /// `adaptive_concurrency`: the load-shedding limit, when configured.
     pub adaptive: Option<AdaptiveLimit>,
+    /// `edge_upstream_duration_seconds` of each endpoint.
+    pub upstream_durations: UpstreamDurations,
 }
 
 impl OriginPool {
@@ -128,6 +131,7 @@ impl OriginPool {
                     ..AdaptiveConfig::default()
                 })
             }),
+            upstream_durations: UpstreamDurations::new(name),
         })
     }
 

@@ -771,12 +771,8 @@ impl Upstream {
             };
             let sent = Instant::now();
             let result = client.send(upstream).await;
-            metrics::histogram!(
-                "edge_upstream_duration_seconds",
-                "pool" => pool.name.clone(),
-                "endpoint" => endpoint.to_string(),
-            )
-            .record(sent.elapsed().as_secs_f64());
+            pool.upstream_durations
+                .record(endpoint, sent.elapsed(), || pool.lb.addrs());
             let outcome = match &result {
                 Ok(response) => Some(edge_lb::Outcome::from_status(response.status().as_u16())),
                 Err(UpstreamError::Connect(_)) => Some(edge_lb::Outcome::ConnectFailure),

@@ -11,12 +11,13 @@
 //! purges every object whose `Surrogate-Key` or `Cache-Tag` lists it.
 //! Purges apply to the memory and the disk tier.
 
-use std::fmt::Write as _;
+use serde::Serialize;
 
 use crate::proxy::Pipeline;
 
-/// What a purge names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a purge names; in the answer, the key (`url` or `tag`) and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PurgeTarget {
     /// One URL (every variant of it).
     Url(String),
@@ -69,9 +70,9 @@ impl PurgeRequest {
         }
     }
 
-    /// Applies the purge to `pipeline`'s cache; returns the JSON answer body,
-    /// or an error for a URL no site serves.
-    pub fn apply(&self, pipeline: &Pipeline) -> Result<String, String> {
+    /// Applies the purge to `pipeline`'s cache; returns the counts for the
+    /// answer, or an error for a URL no site serves.
+    pub fn apply(&self, pipeline: &Pipeline) -> Result<PurgeAnswer<'_>, String> {
         let purged = match &self.target {
             PurgeTarget::Url(url) => {
                 let (host, path) = split_url(url)?;
@@ -86,18 +87,30 @@ impl PurgeRequest {
             PurgeTarget::Tag(tag) => ("tag", tag),
         };
         tracing::info!(kind, value = %value, soft = self.soft, memory = purged.memory, disk = purged.disk, "purge");
-        let mut json = String::new();
-        let _ = writeln!(
-            json,
-            "{{\"{kind}\":{},\"soft\":{},\"purged\":{},\"memory\":{},\"disk\":{}}}",
-            json_string(value),
-            self.soft,
-            purged.objects(),
-            purged.memory,
-            purged.disk
-        );
-        Ok(json)
+        Ok(PurgeAnswer {
+            target: &self.target,
+            soft: self.soft,
+            purged: purged.objects(),
+            memory: purged.memory,
+            disk: purged.disk,
+        })
     }
+}
+
+/// What a purge did, as the admin API answers it (fields in this order;
+/// `tag` in place of `url` for a tag):
+///
+/// ```json
+/// {"url":"https://example.com/app.js","soft":false,"purged":1,"memory":1,"disk":1}
+/// ```
+#[derive(Debug, Serialize)]
+pub struct PurgeAnswer<'a> {
+    #[serde(flatten)]
+    target: &'a PurgeTarget,
+    soft: bool,
+    purged: usize,
+    memory: usize,
+    disk: usize,
 }
 
 /// `http(s)://authority/path?query` split into authority and path+query.
@@ -114,24 +127,6 @@ fn split_url(url: &str) -> Result<(&str, &str), String> {
         return Err(format!("url {url:?} has no host"));
     }
     Ok((host, path))
-}
-
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -184,7 +179,24 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_escape() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn answers_name_the_target_then_the_counts() {
+        let answer = |target: &PurgeTarget| {
+            serde_json::to_string(&PurgeAnswer {
+                target,
+                soft: true,
+                purged: 3,
+                memory: 2,
+                disk: 1,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            answer(&PurgeTarget::Url("http://a.com/\"x\"".into())),
+            r#"{"url":"http://a.com/\"x\"","soft":true,"purged":3,"memory":2,"disk":1}"#
+        );
+        assert_eq!(
+            answer(&PurgeTarget::Tag("product-42".into())),
+            r#"{"tag":"product-42","soft":true,"purged":3,"memory":2,"disk":1}"#
+        );
     }
 }

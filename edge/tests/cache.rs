@@ -25,9 +25,6 @@ use edge_test_support::{EdgeProcess, Origin, pattern_byte};
 use http::Method;
 use http_body_util::BodyExt;
 
-/// The node id of every config here; it names our `Cache-Status` member.
-const NODE: &str = "edge-test";
-
 /// How long any one exchange or awaited condition may take before the test
 /// fails: generous, because it only bounds a hang on a loaded CI machine.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -51,31 +48,11 @@ fn cache_config(
     site_cache: &str,
     pool_extra: &str,
 ) -> String {
-    format!(
-        r#"
-[node]
-id = "{NODE}"
-workers = 2
-drain_timeout = "20s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-addr = "127.0.0.1:0"
-
-[cache]
-{cache_table}
-
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-cache = {{ {site_cache} }}
-
-[pools.origin]
-endpoints = ["{endpoint}"]
-{pool_extra}
-"#
+    config_sites(
+        &[endpoint],
+        &format!("[cache]\n{cache_table}"),
+        &site(&["*"], &format!("cache = {{ {site_cache} }}")),
+        pool_extra,
     )
 }
 
@@ -159,11 +136,11 @@ impl CacheStatus {
             .into_iter()
             .find(|m| {
                 let id = split_outside_quotes(m, ';')[0].trim().to_owned();
-                id == NODE || id == format!("\"{NODE}\"")
+                id == NODE_ID || id == format!("\"{NODE_ID}\"")
             })
             .unwrap_or_else(|| {
                 panic!(
-                    "no `{NODE}` member in Cache-Status {raw:?} (status {}, headers {:?})",
+                    "no `{NODE_ID}` member in Cache-Status {raw:?} (status {}, headers {:?})",
                     answer.status(),
                     answer.head.headers
                 )

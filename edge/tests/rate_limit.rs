@@ -26,33 +26,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// A node in front of `origin` that trusts the test client's
 /// `X-Forwarded-For`, with extra `[limits]` lines, `[log]` lines and sites.
 fn rate_config(origin: &Origin, limits: &str, log: &str, sites: &str) -> String {
-    format!(
-        r#"
-[node]
-id = "edge-test"
-workers = 2
-drain_timeout = "20s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-addr = "127.0.0.1:0"
-
-[limits]
-trusted_proxies = ["127.0.0.1/32"]
-{limits}
-
-[log]
-{log}
-
-{sites}
-
-[pools.origin]
-endpoints = ["{}"]
-"#,
-        origin.addr()
-    )
+    let tables =
+        format!("[limits]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{limits}\n\n[log]\n{log}");
+    config_sites(&[origin.addr()], &tables, sites, "")
 }
 
 /// `GET path` (Host `example.com`) on an open keep-alive connection as
@@ -146,7 +122,7 @@ async fn an_abusive_client_gets_429_while_a_polite_one_is_served() {
             &origin,
             "",
             "access = \"stdout\"",
-            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"10/s\", burst = 5 }\n",
+            &site(&["*"], "rate_limit = { rate = \"10/s\", burst = 5 }"),
         ),
     );
     let addr = edge.addr();
@@ -264,7 +240,7 @@ async fn a_flood_of_distinct_clients_keeps_memory_bounded_and_the_abuser_limited
             &origin,
             &format!("rate_limit_clients = {FLOOD_TABLE}"),
             "access = \"off\"",
-            "[[sites]]\nhosts = [\"*\"]\npool = \"origin\"\nrate_limit = { rate = \"1/m\", burst = 5 }\n",
+            &site(&["*"], "rate_limit = { rate = \"1/m\", burst = 5 }"),
         ),
     );
     let addr = edge.addr();
@@ -409,10 +385,14 @@ async fn header_keys_and_ipv6_prefixes_are_limited_apart() {
             &origin,
             "",
             "access = \"off\"",
-            "[[sites]]\nhosts = [\"api.test\"]\npool = \"origin\"\n\
-             rate_limit = { rate = \"1/m\", burst = 3, key = \"header:X-Api-Key\" }\n\
-             [[sites]]\nhosts = [\"*\"]\npool = \"origin\"\n\
-             rate_limit = { rate = \"1/m\", burst = 2 }\n",
+            &[
+                site(
+                    &["api.test"],
+                    "rate_limit = { rate = \"1/m\", burst = 3, key = \"header:X-Api-Key\" }",
+                ),
+                site(&["*"], "rate_limit = { rate = \"1/m\", burst = 2 }"),
+            ]
+            .concat(),
         ),
     );
     let mut sender = http1(edge.addr()).await;

@@ -1,7 +1,7 @@
 //! Prometheus metrics through the `metrics` facade, rendered by
 //! metrics-exporter-prometheus on the admin listener's `GET /metrics`.
 //!
-//! Three kinds of series:
+//! Four kinds of series:
 //!
 //! - **Per request**, recorded when a request completes ([`RequestMetrics`]):
 //!   `edge_requests_total{site,status,cache,protocol}`,
@@ -9,6 +9,10 @@
 //!   response body) and `edge_response_bytes_total{site}`. The handles are
 //!   resolved once per label combination (a `OnceLock` per slot), so a
 //!   request costs a few atomic adds, no registry lookup.
+//! - **Per upstream attempt**: `edge_upstream_duration_seconds{pool,endpoint}`
+//!   ([`UpstreamDurations`]), one handle per endpoint of a pool, resolved
+//!   the first time the endpoint is tried, so an attempt costs a map lookup
+//!   and an atomic add.
 //! - **State**, read from the node's own counters when `/metrics` is
 //!   scraped ([`super::scrape`]): cache tiers, pools and endpoints, the
 //!   access log. Nothing on the request path pays for them.
@@ -21,10 +25,13 @@
 //! host), pools, endpoint addresses, listeners, status classes and fixed
 //! enumerations; never URLs or clients.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use edge_cache::counters::Outcome;
 use http::{StatusCode, Version};
 use metrics::{Counter, Histogram, counter, histogram};
@@ -166,9 +173,93 @@ impl RequestMetrics {
     }
 }
 
+/// `edge_upstream_duration_seconds{pool,endpoint}` for one pool: send to
+/// response head (or failure) of every upstream attempt.
+///
+/// Endpoints come and go at run time (DNS discovery), so the handles cannot
+/// be slots fixed at start like [`RequestMetrics`]'s: they live in a map
+/// from endpoint address to handle, read on every attempt without a lock
+/// (an `ArcSwap` load) and copied only when an endpoint is tried for the
+/// first time. That copy also drops the endpoints that have left the pool,
+/// so the map stays the size of the pool; their series stay in the registry.
+pub struct UpstreamDurations {
+    pool: String,
+    endpoints: ArcSwap<HashMap<SocketAddr, Histogram>>,
+}
+
+impl std::fmt::Debug for UpstreamDurations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamDurations")
+            .field("pool", &self.pool)
+            .field("endpoints", &self.endpoints.load().len())
+            .finish()
+    }
+}
+
+impl UpstreamDurations {
+    /// Series for the pool named `pool`; no endpoint resolved yet.
+    pub fn new(pool: &str) -> Self {
+        UpstreamDurations {
+            pool: pool.to_owned(),
+            endpoints: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// Records one attempt on `endpoint`. `in_pool` lists the pool's
+    /// endpoints now; it is called only when `endpoint` has no handle yet.
+    pub fn record(
+        &self,
+        endpoint: SocketAddr,
+        elapsed: Duration,
+        in_pool: impl FnOnce() -> Vec<SocketAddr>,
+    ) {
+        if let Some(histogram) = self.endpoints.load().get(&endpoint) {
+            histogram.record(elapsed.as_secs_f64());
+            return;
+        }
+        let histogram = histogram!(
+            "edge_upstream_duration_seconds",
+            "pool" => self.pool.clone(),
+            "endpoint" => endpoint.to_string(),
+        );
+        histogram.record(elapsed.as_secs_f64());
+        let in_pool = in_pool();
+        self.endpoints.rcu(|current| {
+            let mut next: HashMap<SocketAddr, Histogram> = in_pool
+                .iter()
+                .filter_map(|addr| Some((*addr, current.get(addr)?.clone())))
+                .collect();
+            next.insert(endpoint, histogram.clone());
+            Arc::new(next)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_durations_follow_the_pool_endpoints() {
+        // No recorder installed: the handles are no-ops; this checks which
+        // endpoints keep one.
+        let durations = UpstreamDurations::new("origin");
+        let [a, b, c]: [SocketAddr; 3] =
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|e| e.parse().unwrap());
+        let kept = || {
+            let mut kept: Vec<SocketAddr> = durations.endpoints.load().keys().copied().collect();
+            kept.sort();
+            kept
+        };
+        let ms = Duration::from_millis(1);
+        durations.record(a, ms, || vec![a, b]);
+        durations.record(b, ms, || vec![a, b]);
+        assert_eq!(kept(), [a, b]);
+        durations.record(a, ms, || unreachable!("a already has its handle"));
+        // DNS replaced a with c: the first attempt on c forgets a.
+        durations.record(c, ms, || vec![b, c]);
+        assert_eq!(kept(), [b, c]);
+    }
 
     #[test]
     fn every_combination_has_its_own_slot() {

@@ -2,9 +2,11 @@
 //! `POST /reload`: each listener re-reads its files and swaps all of its
 //! certificates at once, or keeps what it had and says why.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 
 use super::TlsListener;
 use super::sni::CertSet;
@@ -94,88 +96,62 @@ impl ReloadReport {
     pub fn ok(&self) -> bool {
         self.listeners.iter().all(|l| l.outcome.is_ok())
     }
+}
 
-    /// The report as a JSON object, for the admin API:
-    ///
-    /// ```json
-    /// {"reloaded":false,"listeners":[
-    ///   {"listener":1,"addr":"0.0.0.0:443","reloaded":true,
-    ///    "certs":[{"cert":"/etc/edge/a.pem","names":["a.example"]}]},
-    ///   {"listener":2,"addr":"0.0.0.0:8443","reloaded":false,
-    ///    "error":"/etc/edge/b.key: cannot read: ..."}]}
-    /// ```
-    pub fn to_json(&self) -> String {
-        let mut out = format!("{{\"reloaded\":{},\"listeners\":[", self.ok());
-        for (i, listener) in self.listeners.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"listener\":{},\"addr\":{},",
-                listener.index,
-                json_string(&listener.addr.to_string())
-            );
-            match &listener.outcome {
-                Ok(set) => {
-                    out.push_str("\"reloaded\":true,\"certs\":[");
-                    for (j, cert) in set.certs().iter().enumerate() {
-                        if j > 0 {
-                            out.push(',');
-                        }
-                        let names: Vec<String> =
-                            cert.names.iter().map(|n| json_string(n)).collect();
-                        let _ = write!(
-                            out,
-                            "{{\"cert\":{},\"names\":[{}]}}",
-                            json_string(&cert.cert_file.display().to_string()),
-                            names.join(",")
-                        );
-                    }
-                    out.push_str("]}");
-                }
-                Err(error) => {
-                    let _ = write!(out, "\"reloaded\":false,\"error\":{}}}", json_string(error));
-                }
-            }
-        }
-        out.push_str("]}\n");
-        out
+/// The report as a JSON object, for the admin API:
+///
+/// ```json
+/// {"reloaded":false,"listeners":[
+///   {"listener":1,"addr":"0.0.0.0:443","reloaded":true,
+///    "certs":[{"cert":"/etc/edge/a.pem","names":["a.example"]}]},
+///   {"listener":2,"addr":"0.0.0.0:8443","reloaded":false,
+///    "error":"/etc/edge/b.key: cannot read: ..."}]}
+/// ```
+impl Serialize for ReloadReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut report = serializer.serialize_struct("ReloadReport", 2)?;
+        report.serialize_field("reloaded", &self.ok())?;
+        report.serialize_field("listeners", &self.listeners)?;
+        report.end()
     }
 }
 
-/// A JSON string literal (RFC 8259 §7).
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+/// One entry of [`ReloadReport`]'s `listeners`: `certs` when the listener
+/// took its new files, `error` when it kept the old ones.
+impl Serialize for ListenerReload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut listener = serializer.serialize_map(Some(4))?;
+        listener.serialize_entry("listener", &self.index)?;
+        listener.serialize_entry("addr", &self.addr)?;
+        listener.serialize_entry("reloaded", &self.outcome.is_ok())?;
+        match &self.outcome {
+            Ok(set) => {
+                let certs: Vec<ReloadedCert<'_>> = set
+                    .certs()
+                    .iter()
+                    .map(|cert| ReloadedCert {
+                        cert: cert.cert_file.display().to_string(),
+                        names: &cert.names,
+                    })
+                    .collect();
+                listener.serialize_entry("certs", &certs)?;
             }
-            c => out.push(c),
+            Err(error) => listener.serialize_entry("error", error)?,
         }
+        listener.end()
     }
-    out.push('"');
-    out
+}
+
+/// A certificate a listener took: its file and the names it carries.
+#[derive(Serialize)]
+struct ReloadedCert<'a> {
+    cert: String,
+    names: &'a [String],
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\u{1}é"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
-    }
 
     #[test]
     fn report_json() {
@@ -188,12 +164,12 @@ mod tests {
         };
         assert!(!report.ok());
         assert_eq!(
-            report.to_json(),
-            "{\"reloaded\":false,\"listeners\":[{\"listener\":2,\"addr\":\"127.0.0.1:8443\",\"reloaded\":false,\"error\":\"/k.pem: cannot read: \\\"gone\\\"\"}]}\n"
+            serde_json::to_string(&report).unwrap(),
+            "{\"reloaded\":false,\"listeners\":[{\"listener\":2,\"addr\":\"127.0.0.1:8443\",\"reloaded\":false,\"error\":\"/k.pem: cannot read: \\\"gone\\\"\"}]}"
         );
         assert_eq!(
-            ReloadReport { listeners: vec![] }.to_json(),
-            "{\"reloaded\":true,\"listeners\":[]}\n"
+            serde_json::to_string(&ReloadReport { listeners: vec![] }).unwrap(),
+            "{\"reloaded\":true,\"listeners\":[]}"
         );
     }
 }

@@ -23,6 +23,10 @@ pub fn edge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_edge"))
 }
 
+/// The `[node] id` of the configs built here: it names this node in `Via`,
+/// `CDN-Loop` and its `Cache-Status` member.
+pub const NODE_ID: &str = "edge-test";
+
 /// A config with one listener on a free port, one `*` site and one pool
 /// holding `endpoints`; `extra_pool` lines are appended to the pool table.
 pub fn config(endpoints: &[SocketAddr], extra_pool: &str) -> String {
@@ -32,16 +36,41 @@ pub fn config(endpoints: &[SocketAddr], extra_pool: &str) -> String {
 /// [`config`] with `tables` (whole tables such as `[cache]` or `[dns]`)
 /// placed before the site, and `extra_pool` lines appended to the pool.
 pub fn config_with(endpoints: &[SocketAddr], tables: &str, extra_pool: &str) -> String {
-    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    config_named(&endpoints.join(", "), tables, extra_pool)
+    config_sites(endpoints, tables, &site(&["*"], ""), extra_pool)
 }
 
 /// [`config_with`] over endpoints written as TOML strings (names allowed).
 pub fn config_named(endpoints: &str, tables: &str, extra_pool: &str) -> String {
+    config_document(endpoints, tables, &site(&["*"], ""), extra_pool)
+}
+
+/// [`config_with`] with `sites` (one or more [`site`] tables) in place of
+/// the plain `*` site.
+pub fn config_sites(
+    endpoints: &[SocketAddr],
+    tables: &str,
+    sites: &str,
+    extra_pool: &str,
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    config_document(&endpoints.join(", "), tables, sites, extra_pool)
+}
+
+/// A `[[sites]]` table serving `hosts` from the pool of these configs, with
+/// `extra` lines (such as `cache = { ... }` or `rate_limit = { ... }`).
+pub fn site(hosts: &[&str], extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    format!(
+        "[[sites]]\nhosts = [{}]\npool = \"origin\"\n{extra}\n",
+        hosts.join(", ")
+    )
+}
+
+fn config_document(endpoints: &str, tables: &str, sites: &str, extra_pool: &str) -> String {
     format!(
         r#"
 [node]
-id = "edge-test"
+id = "{NODE_ID}"
 workers = 2
 drain_timeout = "20s"
 
@@ -53,11 +82,7 @@ addr = "127.0.0.1:0"
 
 {tables}
 
-[[sites]]
-hosts = ["*"]
-pool = "origin"
-
-[pools.origin]
+{sites}[pools.origin]
 endpoints = [{endpoints}]
 {extra_pool}
 "#
