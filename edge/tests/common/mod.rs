@@ -64,6 +64,34 @@ endpoints = [{endpoints}]
     )
 }
 
+/// A config like [`config`]'s but with no `*` site: one site per
+/// `(host, pool, endpoints)` entry, each on a pool of its own, so a Host
+/// no entry names gets 421 (tests that add and remove sites need that).
+pub fn config_sites(sites: &[(&str, &str, &[SocketAddr])]) -> String {
+    let mut text = String::from(
+        r#"
+[node]
+id = "edge-test"
+workers = 2
+drain_timeout = "20s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+addr = "127.0.0.1:0"
+"#,
+    );
+    for (host, pool, endpoints) in sites {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        text.push_str(&format!(
+            "\n[[sites]]\nhosts = [\"{host}\"]\npool = \"{pool}\"\n\n[pools.{pool}]\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        ));
+    }
+    text
+}
+
 /// An origin and an edge in front of it with the default test config.
 pub fn edge_with_origin(extra_pool: &str) -> (Origin, EdgeProcess) {
     let origin = Origin::start();
