@@ -444,19 +444,14 @@ outlier = { failures = 3, base_ejection = "60s", max_ejection_percent = 50 }"#;
     sick.force_status(Some(503));
     assert_eq!(load(&edge, 30, Arc::new(AtomicUsize::new(0))).await, 0);
     assert!(ejected(&edge, sick.addr()).await);
-    let reload = async |text: &str| {
-        std::fs::write(edge.config_path(), text).unwrap();
-        let answer = send(
-            edge.admin(),
-            request("POST", "/reload").body(empty()).unwrap(),
-        )
-        .await;
+    let reloaded = async |text: &str| {
+        let answer = reload(&edge, text).await;
         assert_eq!(answer.status(), 200, "{}", answer.text());
     };
 
     // A site added, the pool as it was: the ejection stands.
     let other_site = "[[sites]]\nhosts = [\"other.test\"]\npool = \"origin\"\n";
-    reload(&config_with(&addrs, other_site, pool)).await;
+    reloaded(&config_with(&addrs, other_site, pool)).await;
     assert!(ejected(&edge, sick.addr()).await, "the pool carried over");
     let before = sick.total_hits();
     assert_eq!(load(&edge, 30, Arc::new(AtomicUsize::new(0))).await, 0);
@@ -467,7 +462,7 @@ outlier = { failures = 3, base_ejection = "60s", max_ejection_percent = 50 }"#;
     );
 
     // The pool itself changed: it starts afresh.
-    reload(&config_with(
+    reloaded(&config_with(
         &addrs,
         other_site,
         &format!("{pool}\nretries = 0"),

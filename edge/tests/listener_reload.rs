@@ -15,16 +15,6 @@ use http::Request;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Writes `text` as the config and asks for a reload; returns the answer.
-async fn reload(edge: &EdgeProcess, text: &str) -> Answer {
-    std::fs::write(edge.config_path(), text).unwrap();
-    send(
-        edge.admin(),
-        request("POST", "/reload").body(empty()).unwrap(),
-    )
-    .await
-}
-
 /// The data listeners `/status` reports, as URLs.
 async fn status_listeners(edge: &EdgeProcess) -> Vec<String> {
     let status = get(edge.admin(), "/status").await;

@@ -32,7 +32,8 @@
 //! a held request), and its `body_len` is filled in once the request body
 //! has been read to the end. Outside `/echo`, the origin reads the whole
 //! request body before answering, so `body_len` is always known by the time
-//! the response head leaves.
+//! the response head leaves. Load tests call [`Origin::forget_requests`]
+//! to keep only the counts.
 //!
 //! The trade-off: a fixed script vocabulary rather than arbitrary handler
 //! closures keeps every test's origin behaviour visible in its URL.
@@ -108,6 +109,8 @@ struct Shared {
     cancelled: AtomicUsize,
     /// When nonzero, every request is answered with this status (a sick origin).
     forced_status: std::sync::atomic::AtomicU16,
+    /// Set by [`Origin::forget_requests`]: count, but keep no request.
+    forget_requests: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a request as cancelled if its handler is dropped before it answers.
@@ -131,6 +134,8 @@ impl Drop for CancelGuard {
 struct Log {
     requests: Vec<RecordedRequest>,
     hits: HashMap<String, usize>,
+    /// Every request received, kept or not.
+    total: usize,
 }
 
 /// Locks ignoring poison: a panicking test thread must not turn every later
@@ -204,7 +209,16 @@ impl Origin {
 
     /// Requests received for any path.
     pub fn total_hits(&self) -> usize {
-        lock(&self.shared.log).requests.len()
+        lock(&self.shared.log).total
+    }
+
+    /// From now on counts requests ([`Origin::hits`], [`Origin::total_hits`]
+    /// and the waits on them) without keeping each one for
+    /// [`Origin::requests`] and [`Origin::last_request`]: under a load
+    /// generator the kept heads (a few KiB each) would reach hundreds of
+    /// MiB in 20 s.
+    pub fn forget_requests(&self) {
+        self.shared.forget_requests.store(true, Ordering::SeqCst);
     }
 
     /// TCP connections accepted, for keepalive-reuse checks.
@@ -307,13 +321,20 @@ impl Drop for Origin {
 }
 
 impl Shared {
-    /// Records a request head; returns its index for the body length update.
+    /// Records a request head; returns its index for the body length update
+    /// (`usize::MAX` for a request not kept).
     fn record(&self, request: RecordedRequest) -> usize {
+        let forget = self.forget_requests.load(Ordering::SeqCst);
         let index = {
             let mut log = lock(&self.log);
             *log.hits.entry(request.uri.path().to_owned()).or_default() += 1;
-            log.requests.push(request);
-            log.requests.len() - 1
+            log.total += 1;
+            if forget {
+                usize::MAX
+            } else {
+                log.requests.push(request);
+                log.requests.len() - 1
+            }
         };
         self.hit.notify_all();
         self.hit_async.notify_waiters();
@@ -321,7 +342,9 @@ impl Shared {
     }
 
     fn set_body_len(&self, index: usize, len: u64) {
-        lock(&self.log).requests[index].body_len = Some(len);
+        if let Some(request) = lock(&self.log).requests.get_mut(index) {
+            request.body_len = Some(len);
+        }
     }
 
     async fn wait_released(&self, name: &str) {

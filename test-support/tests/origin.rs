@@ -337,6 +337,28 @@ async fn request_body_length_is_known_when_the_response_arrives() {
 }
 
 #[tokio::test]
+async fn forgotten_requests_still_count() {
+    let origin = Origin::start();
+    body_bytes(get(origin.addr(), "/kept").await).await;
+    origin.forget_requests();
+    body_bytes(get(origin.addr(), "/p").await).await;
+    let mut sender = h1(origin.addr()).await;
+    let upload = request(Method::POST, "/p", Full::new(Bytes::from_static(b"xyz")));
+    let response = sender.send_request(upload).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    body_bytes(response).await;
+    assert_eq!((origin.hits("/p"), origin.total_hits()), (2, 3));
+    assert!(origin.wait_for_hits_async("/p", 2, DEADLINE).await);
+    let paths: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(paths, ["/kept"], "only the request before forgetting");
+    assert!(origin.last_request("/p").is_none());
+}
+
+#[tokio::test]
 async fn connections_count_tcp_accepts_not_requests() {
     let origin = Origin::start();
     let mut sender = h1(origin.addr()).await;

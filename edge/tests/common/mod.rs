@@ -66,7 +66,9 @@ pub fn site(hosts: &[&str], extra: &str) -> String {
     )
 }
 
-fn config_document(endpoints: &str, tables: &str, sites: &str, extra_pool: &str) -> String {
+/// `[node]`, `[admin]` and one listener on a free port: the start of every
+/// config built here.
+fn preamble() -> String {
     format!(
         r#"
 [node]
@@ -79,14 +81,47 @@ listen = "127.0.0.1:0"
 
 [[listeners]]
 addr = "127.0.0.1:0"
+"#
+    )
+}
 
+fn config_document(endpoints: &str, tables: &str, sites: &str, extra_pool: &str) -> String {
+    format!(
+        "{}
 {tables}
 
 {sites}[pools.origin]
 endpoints = [{endpoints}]
 {extra_pool}
-"#
+",
+        preamble()
     )
+}
+
+/// A config like [`config`]'s but with no `*` site: one site per
+/// `(host, pool, endpoints)` entry, each on a pool of its own, so a Host
+/// no entry names gets 421 (tests that add and remove sites need that).
+pub fn config_site_pools(sites: &[(&str, &str, &[SocketAddr])]) -> String {
+    let mut text = preamble();
+    for (host, pool, endpoints) in sites {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        text.push_str(&format!(
+            "\n[[sites]]\nhosts = [\"{host}\"]\npool = \"{pool}\"\n\n[pools.{pool}]\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        ));
+    }
+    text
+}
+
+/// Writes `text` as `edge`'s config file and asks for a reload (`POST
+/// /reload`); returns the admin's answer.
+pub async fn reload(edge: &EdgeProcess, text: &str) -> Answer {
+    std::fs::write(edge.config_path(), text).unwrap();
+    send(
+        edge.admin(),
+        request("POST", "/reload").body(empty()).unwrap(),
+    )
+    .await
 }
 
 /// An origin and an edge in front of it with the default test config.
