@@ -152,29 +152,19 @@ impl Frontend {
     /// listener (`listeners[N]`), as `edge check` would.
     pub fn prepare(&self, config: &Config) -> anyhow::Result<ListenerPlan> {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        // Several listeners may share a configured address (port 0), so
-        // each open listener is matched at most once: unchanged ones first,
-        // then changed ones at the same address, in config order.
-        let mut claimed = vec![false; open.listeners.len()];
-        let mut claim = |wanted: &dyn Fn(&OpenListener) -> bool| {
-            let at = (0..claimed.len()).find(|&i| !claimed[i] && wanted(&open.listeners[i]))?;
-            claimed[at] = true;
-            Some(&open.listeners[at])
-        };
-        let unchanged: Vec<Option<u64>> = config
-            .listeners
-            .iter()
-            .map(|listener| claim(&|open| open.config == *listener).map(|open| open.id))
-            .collect();
+        let running: Vec<&Listener> = open.listeners.iter().map(|l| &l.config).collect();
+        let matches = match_listeners(&running, &config.listeners);
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for (index, (listener, unchanged)) in config.listeners.iter().zip(unchanged).enumerate() {
-            if let Some(id) = unchanged {
-                listeners.push(Planned::Keep(id));
-                continue;
-            }
-            // A replaced listener keeps the port it was given.
-            let addr = claim(&|open| open.config.addr == listener.addr)
-                .map_or(listener.addr, |open| open.addr);
+        for (index, (listener, matched)) in config.listeners.iter().zip(matches).enumerate() {
+            let addr = match matched {
+                Match::Unchanged(at) => {
+                    listeners.push(Planned::Keep(open.listeners[at].id));
+                    continue;
+                }
+                // A replaced listener keeps the port it was given.
+                Match::Replaces(at) => open.listeners[at].addr,
+                Match::New => listener.addr,
+            };
             let tls = listener
                 .tls
                 .as_ref()
@@ -301,6 +291,43 @@ impl Frontend {
     }
 }
 
+/// How one listener of a new config relates to the open ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// The open listener at this index has the same settings: keep it.
+    Unchanged(usize),
+    /// The open listener at this index has the same address but other
+    /// settings: replace it on its port.
+    Replaces(usize),
+    /// Nothing open matches: bind it.
+    New,
+}
+
+/// Matches each of `new`'s listeners to one of `running` (in config
+/// order). Several listeners may share a configured address (port 0), so
+/// each running listener is matched at most once: unchanged ones first,
+/// then changed ones at the same address. Running listeners no entry names
+/// are the ones to close.
+fn match_listeners(running: &[&Listener], new: &[Listener]) -> Vec<Match> {
+    let mut claimed = vec![false; running.len()];
+    let mut claim = |wanted: &dyn Fn(&Listener) -> bool| {
+        let at = (0..running.len()).find(|&i| !claimed[i] && wanted(running[i]))?;
+        claimed[at] = true;
+        Some(at)
+    };
+    let unchanged: Vec<Option<usize>> = new
+        .iter()
+        .map(|listener| claim(&|open| open == listener))
+        .collect();
+    new.iter()
+        .zip(unchanged)
+        .map(|(listener, unchanged)| match unchanged {
+            Some(at) => Match::Unchanged(at),
+            None => claim(&|open| open.addr == listener.addr).map_or(Match::New, Match::Replaces),
+        })
+        .collect()
+}
+
 fn bound(listeners: &[OpenListener]) -> Vec<BoundListener> {
     listeners
         .iter()
@@ -309,4 +336,78 @@ fn bound(listeners: &[OpenListener]) -> Vec<BoundListener> {
             tls: l.tls.is_some(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(addr: &str, tls: bool) -> Listener {
+        Listener {
+            addr: addr.parse().unwrap(),
+            tls: tls.then(|| edge_config::ListenerTls {
+                certs: Vec::new(),
+                ticket_key_file: None,
+                session_cache: 0,
+                handshake_timeout: std::time::Duration::from_secs(1),
+            }),
+        }
+    }
+
+    #[test]
+    fn unchanged_listeners_are_kept_changed_ones_replaced_others_new() {
+        let running = [listener("0.0.0.0:80", false), listener("0.0.0.0:443", true)];
+        let running: Vec<&Listener> = running.iter().collect();
+        let new = [
+            listener("0.0.0.0:443", true),
+            listener("0.0.0.0:80", true),
+            listener("0.0.0.0:8080", false),
+        ];
+        assert_eq!(
+            match_listeners(&running, &new),
+            [Match::Unchanged(1), Match::Replaces(0), Match::New]
+        );
+    }
+
+    #[test]
+    fn listeners_sharing_port_zero_are_matched_once_each() {
+        // Two listeners configured on 127.0.0.1:0, the second with TLS.
+        let running = [
+            listener("127.0.0.1:0", false),
+            listener("127.0.0.1:0", true),
+        ];
+        let running: Vec<&Listener> = running.iter().collect();
+        let same = [
+            listener("127.0.0.1:0", false),
+            listener("127.0.0.1:0", true),
+        ];
+        assert_eq!(
+            match_listeners(&running, &same),
+            [Match::Unchanged(0), Match::Unchanged(1)]
+        );
+        // The TLS one turns plain: the first keeps its listener, the second
+        // replaces the TLS one, not the first.
+        let plain = [
+            listener("127.0.0.1:0", false),
+            listener("127.0.0.1:0", false),
+        ];
+        assert_eq!(
+            match_listeners(&running, &plain),
+            [Match::Unchanged(0), Match::Replaces(1)]
+        );
+        // A third one on port 0 is new; dropping one leaves the other open.
+        let three = [
+            listener("127.0.0.1:0", false),
+            listener("127.0.0.1:0", true),
+            listener("127.0.0.1:0", false),
+        ];
+        assert_eq!(
+            match_listeners(&running, &three),
+            [Match::Unchanged(0), Match::Unchanged(1), Match::New]
+        );
+        assert_eq!(
+            match_listeners(&running, &[listener("127.0.0.1:0", true)]),
+            [Match::Unchanged(1)]
+        );
+    }
 }
