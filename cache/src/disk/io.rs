@@ -105,14 +105,15 @@ impl Io {
     /// the page cache holds them. Separate buffers rather than one large
     /// one keep each allocation under glibc's mmap threshold (128 KiB),
     /// which a 256 KiB buffer per read crossed: an mmap, page faults and
-    /// an munmap per read, measured as 4 of each per 1 MiB hit.
+    /// an munmap per read, measured as 4 of each per 1 MiB hit. Block-sized
+    /// buffers are recycled (see `buffers.rs`).
     pub(crate) async fn read_vectored(
         &self,
         file: &Arc<File>,
         lens: &[usize],
         offset: u64,
     ) -> io::Result<Vec<Vec<u8>>> {
-        let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&l| Vec::with_capacity(l)).collect();
+        let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&l| super::buffers::take(l)).collect();
         if read_cached(file, &mut bufs, lens, offset)? {
             return Ok(bufs);
         }
@@ -211,7 +212,7 @@ fn read_cached(file: &File, bufs: &mut [Vec<u8>], lens: &[usize], offset: u64) -
             })
             .collect();
         // SAFETY: each iovec describes spare capacity of a buffer in
-        // `bufs` (reserved by `with_capacity(len)`), which outlives the
+        // `bufs` (room for `len` bytes, see `buffers::take`), which outlives the
         // call; the kernel writes at most `iov_len` bytes into each.
         let n = unsafe {
             libc::preadv2(

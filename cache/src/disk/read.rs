@@ -110,7 +110,9 @@ impl DiskBody {
                 .read_vectored(&self.file, &lens, self.body_offset + start)
                 .await
             {
-                Ok(bufs) => self.ahead.extend(bufs.into_iter().map(Bytes::from)),
+                Ok(bufs) => self
+                    .ahead
+                    .extend(bufs.into_iter().map(super::buffers::into_bytes)),
                 Err(e) => return Some(Err(e.into())),
             }
         }
