@@ -21,7 +21,9 @@
 //! The store's io_uring ring is registered in the reactor of the runtime
 //! that opened it, so the store is opened on its own `edge-disk` thread
 //! whose runtime keeps driving the ring; workers submit from their own
-//! runtimes and are woken across threads.
+//! runtimes and are woken across threads. Only reads the page cache cannot
+//! answer go there: cached ones are done on the worker (see edge-cache's
+//! `disk/io.rs`), so a warm disk hit does not leave the worker's thread.
 
 use std::future::Future;
 use std::pin::Pin;
