@@ -92,6 +92,7 @@
 //! [`DiskStore::is_disabled`] turns true so the node continues memory-only.
 //! Reads of objects already stored, and purges, keep working.
 
+mod buffers;
 mod evict;
 pub mod format;
 mod index;

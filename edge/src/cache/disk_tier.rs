@@ -21,7 +21,9 @@
 //! The store's io_uring ring is registered in the reactor of the runtime
 //! that opened it, so the store is opened on its own `edge-disk` thread
 //! whose runtime keeps driving the ring; workers submit from their own
-//! runtimes and are woken across threads.
+//! runtimes and are woken across threads. Only reads the page cache cannot
+//! answer go there: cached ones are done on the worker (see edge-cache's
+//! `disk/io.rs`), so a warm disk hit does not leave the worker's thread.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +33,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use edge_cache::age;
 use edge_cache::cache_control::RequestDirectives;
 use edge_cache::coalesce::Stats as CoalesceStats;
@@ -87,16 +89,13 @@ pub(super) fn open(config: &edge_config::DiskCache) -> anyhow::Result<DiskStore>
         .context("cache.disk")
 }
 
-/// Reads a whole object, verified, as a stored response.
+/// Reads a whole object, verified, as a stored response: one read of the
+/// file, and the body is a slice of that buffer (no copy).
 pub(super) async fn load(
     store: &DiskStore,
     meta: &DiskEntryMeta,
 ) -> Result<StoredResponse, DiskError> {
-    let (head, mut body) = store.read_head(meta).await?.into_parts();
-    let mut compact = BytesMut::with_capacity(usize::try_from(head.body_len).unwrap_or(0));
-    while let Some(chunk) = body.next_chunk().await {
-        compact.extend_from_slice(&chunk?);
-    }
+    let (head, body) = store.read_whole(meta).await?;
     let DiskHead {
         status,
         headers,
@@ -110,7 +109,7 @@ pub(super) async fn load(
     Ok(StoredResponse {
         status,
         headers,
-        body: vec![compact.freeze()],
+        body: vec![body],
         times,
         lifetime,
         directives,
