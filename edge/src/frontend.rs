@@ -20,7 +20,7 @@
 //! by the kernel, a window `net.ipv4.tcp_migrate_req` closes on kernels
 //! that have it.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
@@ -84,8 +84,11 @@ enum Planned {
         config: Listener,
         addr: SocketAddr,
         tls: Option<Arc<TlsListener>>,
-        /// One per worker.
-        sockets: Vec<StdListener>,
+        /// One per worker, bound but not listening until applied.
+        sockets: Vec<socket2::Socket>,
+        /// The cap of the listener it replaces: connections open there
+        /// still count against the port.
+        cap: Option<Arc<ListenerCap>>,
     },
 }
 
@@ -156,14 +159,17 @@ impl Frontend {
         let matches = match_listeners(&running, &config.listeners);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (index, (listener, matched)) in config.listeners.iter().zip(matches).enumerate() {
-            let addr = match matched {
+            let (addr, cap) = match matched {
                 Match::Unchanged(at) => {
                     listeners.push(Planned::Keep(open.listeners[at].id));
                     continue;
                 }
                 // A replaced listener keeps the port it was given.
-                Match::Replaces(at) => open.listeners[at].addr,
-                Match::New => listener.addr,
+                Match::Replaces(at) => (
+                    open.listeners[at].addr,
+                    Some(open.listeners[at].cap.clone()),
+                ),
+                Match::New => (listener.addr, None),
             };
             let tls = listener
                 .tls
@@ -175,9 +181,10 @@ impl Frontend {
             })?;
             listeners.push(Planned::Open {
                 config: listener.clone(),
-                addr: sockets[0].local_addr()?,
+                addr: listen::local_addr(&sockets[0])?,
                 tls,
                 sockets,
+                cap,
             });
         }
         Ok(ListenerPlan { listeners })
@@ -205,11 +212,19 @@ impl Frontend {
                     addr,
                     tls,
                     sockets,
+                    cap,
                 } => {
                     let id = open.next_id;
                     open.next_id += 1;
-                    let cap = Arc::new(ListenerCap::new(max));
+                    let cap = cap.unwrap_or_else(|| Arc::new(ListenerCap::new(max)));
                     for (worker, socket) in self.workers.iter().zip(sockets) {
+                        let socket = match listen::listen(socket) {
+                            Ok(socket) => socket,
+                            Err(error) => {
+                                tracing::error!(%addr, %error, "cannot listen; this worker skips the listener");
+                                continue;
+                            }
+                        };
                         let caps = Caps {
                             listener: cap.clone(),
                             per_ip: self.per_ip.clone(),
