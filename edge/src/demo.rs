@@ -1,6 +1,8 @@
 //! `edge demo`: two sample origins, a shield node in front of them and an
 //! edge that fetches through the shield, on loopback, with a printed tour
-//! of things to try. The edge serves plain
+//! of things to try. Both nodes run in this process and share its one
+//! metrics registry, so the demo's `/metrics` counts the shield's requests
+//! too. The edge serves plain
 //! HTTP on the chosen port and HTTPS 363 ports above it (8080 → 8443),
 //! with a certificate for `localhost` from a CA generated at start; the CA
 //! is written to a file so curl can verify against it.

@@ -16,7 +16,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use anyhow::Context as _;
 use edge_config::Config;
@@ -127,7 +129,7 @@ impl Dns {
     /// does nothing when no pool has a name.
     /// `stop` ends the thread (after each task's current wait) when a
     /// reload replaces `pipeline`.
-    pub fn spawn(self, pipeline: Arc<Pipeline>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    pub fn spawn(self, pipeline: Arc<Pipeline>, stop: Arc<DnsStop>) -> std::io::Result<()> {
         let Dns {
             runtime,
             resolver,
@@ -157,6 +159,37 @@ impl Dns {
     }
 }
 
+/// Ends a DNS thread's tasks when the pipeline they serve is replaced.
+#[derive(Debug, Default)]
+pub struct DnsStop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl DnsStop {
+    /// Stops the tasks: waiting ones at once, the others before they next
+    /// touch a pool.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`DnsStop::stop`] has been called.
+    async fn stopped(&self) {
+        // Created before the check: `notify_waiters` reaches a `Notified`
+        // from its creation on, so a stop between the two is not missed.
+        let notified = self.notify.notified();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// Keeps one pool's names current until the process exits.
 async fn follow(
     pipeline: Arc<Pipeline>,
@@ -164,20 +197,22 @@ async fn follow(
     mut names: PoolNames,
     resolver: TokioResolver,
     policy: RefreshPolicy,
-    stop: Arc<AtomicBool>,
+    stop: Arc<DnsStop>,
 ) {
     let pool = &pipeline.pools()[index];
     loop {
-        if stop.load(Ordering::Acquire) {
+        if stop.is_stopped() {
             return;
         }
         let Some(slot) = (0..names.due.len()).min_by_key(|&i| names.due[i].1) else {
             return;
         };
         let (entry, at) = names.due[slot];
-        tokio::time::sleep_until(at.into()).await;
-        if stop.load(Ordering::Acquire) {
-            return;
+        // A replaced pipeline's tasks end at once, not at their next
+        // refresh: they hold the old pipeline alive while they wait.
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => {}
+            () = stop.stopped() => return,
         }
         let host = names
             .discovered
@@ -185,7 +220,13 @@ async fn follow(
             .find(|(i, _)| *i == entry)
             .map(|(_, name)| name.to_owned())
             .expect("due entries are names");
-        let wait = match lookup(&resolver, &host).await {
+        // An answer arriving after the stop must not move pools that the
+        // new pipeline now owns.
+        let answer = tokio::select! {
+            answer = lookup(&resolver, &host) => answer,
+            () = stop.stopped() => return,
+        };
+        let wait = match answer {
             Ok((ips, ttl)) => {
                 match names.discovered.record_answer(entry, ips) {
                     Answered::Changed { added, removed } => {

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
@@ -18,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::cache::HttpCache;
-use crate::discovery::Dns;
+use crate::discovery::{Dns, DnsStop};
 use crate::frontend::{BoundListener, Frontend};
 use crate::health;
 use crate::listen;
@@ -136,7 +135,7 @@ impl Node {
         )?);
         let current: CurrentPipeline = Arc::new(ArcSwap::new(pipeline.clone()));
         health::spawn(current.clone())?;
-        let dns_stop = Arc::new(AtomicBool::new(false));
+        let dns_stop = Arc::new(DnsStop::default());
         dns.spawn(pipeline.clone(), dns_stop.clone())?;
         let workers = config.workers();
         let (frontend, commands) = Frontend::start(config, workers)?;

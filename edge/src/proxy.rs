@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use edge_config::Config;
 use edge_lb::{EndpointSpec, Epoch, PickRequest, WyRand};
-use edge_shield::hop::HopResult;
+use edge_shield::hop::{HopResult, Reply};
 use std::cell::RefCell;
 use std::net::SocketAddr as EndpointAddr;
 use std::sync::{Mutex, PoisonError};
@@ -39,6 +39,8 @@ use crate::upstream::{UpstreamClient, UpstreamError};
 use edge_cache::counters::Outcome;
 
 const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+/// RFC 9209: how a proxy says what happened to a request it forwarded.
+const PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
 
 /// Where a request came from, as the socket backend saw it.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +90,9 @@ impl Pipeline {
     /// finished requests go to `access_log` when given. Pools that
     /// `previous` (the pipeline a reload replaces) has with the same name
     /// and definition carry over with their health, ejection, breaker and
-    /// load-shedding state; their endpoints follow `endpoints`.
+    /// load-shedding state, still serving `previous` too: their endpoints
+    /// follow `endpoints` only when the reload commits
+    /// ([`Pipeline::follow_endpoints`]).
     pub fn new(
         config: &Config,
         endpoints: &[Vec<EndpointSpec>],
@@ -109,7 +113,6 @@ impl Pipeline {
                     .find(|old| old.name == *name && old.definition == *pool);
                 match kept {
                     Some(kept) => {
-                        kept.lb.update(specs, kept.now());
                         tracing::debug!(pool = %name, "pool unchanged by the reload; its state carries over");
                         Ok(kept.clone())
                     }
@@ -181,6 +184,15 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Moves every pool to its freshly resolved `endpoints` (config order):
+    /// the carried-over pools' step of a committed reload; a no-op for new
+    /// pools, built on them. Endpoints that stay keep their state.
+    pub fn follow_endpoints(&self, endpoints: &[Vec<EndpointSpec>]) {
+        for (pool, specs) in self.pools.iter().zip(endpoints) {
+            pool.lb.update(specs, pool.now());
+        }
+    }
+
     /// The origin pools, in config order.
     pub fn pools(&self) -> &[Arc<OriginPool>] {
         &self.pools
@@ -572,7 +584,7 @@ where
                 let (status, text) = error.client_answer();
                 refuse(status, text)
             }
-            _ => error.client_response(),
+            _ => upstream.error_response(&error),
         },
     }
 }
@@ -654,6 +666,7 @@ impl Upstream {
             let shield = &pipeline.pools[*shield];
             let answer = self
                 .send_to(
+                    Hop::Shield,
                     shield,
                     client,
                     method.clone(),
@@ -662,8 +675,8 @@ impl Upstream {
                     body::empty(),
                 )
                 .await;
-            let status = answer.as_ref().ok().map(|r| r.status().as_u16());
-            match (edge_shield::hop::judge(status), answer) {
+            let reply = answer.as_ref().map_or_else(error_reply, response_reply);
+            match (edge_shield::hop::judge(reply), answer) {
                 // Shedding is the shield tier protecting itself and the
                 // origin: fetching around it would defeat that.
                 (_, Err(UpstreamError::Shed)) => return Err(UpstreamError::Shed),
@@ -683,14 +696,38 @@ impl Upstream {
                 }
             }
         }
-        self.send_to(pool, &self.client, method, path_and_query, headers, body)
-            .await
+        self.send_to(
+            Hop::Origin,
+            pool,
+            &self.client,
+            method,
+            path_and_query,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// The answer the client gets for `error`, with a `Proxy-Status`
+    /// naming this node and the error (RFC 9209) when it is a gateway
+    /// error: how an edge tells a shield's own 502/504 from an origin's.
+    pub fn error_response(&self, error: &UpstreamError) -> Response<ProxyBody> {
+        let mut response = error.client_response();
+        if let Some(kind) = error.proxy_status_error()
+            && let Ok(value) =
+                HeaderValue::from_str(&format!("\"{}\"; error={kind}", self.pipeline.node_id))
+        {
+            response.headers_mut().insert(PROXY_STATUS, value);
+        }
+        response
     }
 
     /// Sends to one pool: within its adaptive concurrency limit (load
     /// shedding), with its retries.
+    #[allow(clippy::too_many_arguments)]
     async fn send_to(
         &self,
+        hop: Hop,
         pool: &OriginPool,
         client: &UpstreamClient,
         method: Method,
@@ -704,7 +741,7 @@ impl Upstream {
             None => None,
         };
         let result = self
-            .send_attempts(pool, client, method, path_and_query, headers, body)
+            .send_attempts(hop, pool, client, method, path_and_query, headers, body)
             .await;
         if let (Some(limit), Some(admitted)) = (&pool.adaptive, admitted) {
             match &result {
@@ -723,8 +760,10 @@ impl Upstream {
 
     /// The attempts of [`Upstream::send`]: pick, send, and retry on another
     /// endpoint while allowed.
+    #[allow(clippy::too_many_arguments)]
     async fn send_attempts(
         &self,
+        hop: Hop,
         pool: &OriginPool,
         client: &UpstreamClient,
         method: Method,
@@ -773,22 +812,40 @@ impl Upstream {
             let result = client.send(upstream).await;
             pool.upstream_durations
                 .record(endpoint, sent.elapsed(), || pool.lb.addrs());
-            let outcome = match &result {
-                Ok(response) => Some(edge_lb::Outcome::from_status(response.status().as_u16())),
-                Err(UpstreamError::Connect(_)) => Some(edge_lb::Outcome::ConnectFailure),
-                Err(UpstreamError::Timeout(_)) => Some(edge_lb::Outcome::Timeout),
+            let outcome = match (&result, hop) {
                 // The client's body failed: a cancellation, which neither
                 // helps nor hurts the endpoint.
-                Err(UpstreamError::ClientBody(_)) => None,
-                Err(_) => Some(edge_lb::Outcome::Reset),
+                (Err(UpstreamError::ClientBody(_)), _) => None,
+                // An origin's answer relayed by a healthy shield is not the
+                // shield's failure (edge_shield::hop).
+                (result, Hop::Shield)
+                    if !result
+                        .as_ref()
+                        .map_or_else(error_reply, response_reply)
+                        .is_shield_failure() =>
+                {
+                    Some(edge_lb::Outcome::Success)
+                }
+                (Ok(response), _) => {
+                    Some(edge_lb::Outcome::from_status(response.status().as_u16()))
+                }
+                (Err(UpstreamError::Connect(_)), _) => Some(edge_lb::Outcome::ConnectFailure),
+                (Err(UpstreamError::Timeout(_)), _) => Some(edge_lb::Outcome::Timeout),
+                (Err(_), _) => Some(edge_lb::Outcome::Reset),
             };
             match outcome {
                 Some(outcome) => guard.finish(outcome, pool.now()),
                 None => drop(guard),
             }
-            let failed = match &result {
-                Ok(response) => edge_lb::retryable_status(response.status().as_u16()),
-                Err(_) => true,
+            let failed = match (&result, hop) {
+                (Ok(response), Hop::Origin) => {
+                    edge_lb::retryable_status(response.status().as_u16())
+                }
+                // Another shield is tried only when this one could not be
+                // reached: a status is the origin's answer (or a fallback's
+                // cue), and a timeout means the origin is slow.
+                (Ok(_) | Err(UpstreamError::Timeout(_)), Hop::Shield) => false,
+                (Err(_), _) => true,
             };
             // Only onto an endpoint not tried yet: the same one again would
             // double the load on an origin that is already failing.
@@ -879,6 +936,32 @@ thread_local! {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     }));
+}
+
+/// Which hop a request is sent on: they judge answers differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// To the site's origin pool.
+    Origin,
+    /// To the site's shield tier.
+    Shield,
+}
+
+/// A shield's response, as the shield hop's rules see it.
+fn response_reply(response: &Response<Incoming>) -> Reply {
+    let values = response.headers().get_all(PROXY_STATUS);
+    Reply::Response {
+        status: response.status().as_u16(),
+        proxy_error: edge_shield::hop::names_an_error(values.iter().map(HeaderValue::as_bytes)),
+    }
+}
+
+/// A failed exchange with the shield tier, as its rules see it.
+fn error_reply(error: &UpstreamError) -> Reply {
+    match error {
+        UpstreamError::Timeout(_) => Reply::TimedOut,
+        _ => Reply::Unreachable,
+    }
 }
 
 /// `http://<endpoint><path?query>`; an authority-only target becomes `/`.

@@ -12,13 +12,12 @@
 //! changes then.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use edge_config::Config;
 
 use crate::cache::HttpCache;
-use crate::discovery::Dns;
+use crate::discovery::{Dns, DnsStop};
 use crate::frontend::Frontend;
 use crate::observe::access_log::AccessLog;
 use crate::proxy::{CurrentPipeline, Pipeline};
@@ -38,7 +37,7 @@ pub struct Live {
     /// Carries over.
     pub access_log: Option<AccessLog>,
     /// Stops the DNS thread of the pipeline in force.
-    pub dns_stop: Arc<AtomicBool>,
+    pub dns_stop: Arc<DnsStop>,
 }
 
 /// Rebuilds and swaps the pipeline and listeners from the config file.
@@ -52,7 +51,7 @@ pub struct ConfigReloader {
     cache: Arc<HttpCache>,
     access_log: Option<AccessLog>,
     /// Stops the DNS thread of the pipeline in force when it is replaced.
-    dns_stop: Mutex<Arc<AtomicBool>>,
+    dns_stop: Mutex<Arc<DnsStop>>,
 }
 
 impl std::fmt::Debug for ConfigReloader {
@@ -136,16 +135,18 @@ impl ConfigReloader {
         )
         .map_err(|e| format!("{e:#}"))?;
         let pipeline = Arc::new(pipeline);
+        // Committed from here: carried-over pools take the new addresses.
+        pipeline.follow_endpoints(&dns.specs());
         self.current.store(pipeline.clone());
         let bound = self.frontend.apply(listeners, &config);
         self.info.update(&config, &bound);
         *running = config;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(DnsStop::default());
         let old = std::mem::replace(
             &mut *self.dns_stop.lock().unwrap_or_else(PoisonError::into_inner),
             stop.clone(),
         );
-        old.store(true, Ordering::Release);
+        old.stop();
         // The new config is in force either way; without its DNS thread
         // its names keep the addresses resolved above.
         dns.spawn(pipeline, stop)

@@ -152,6 +152,20 @@ impl UpstreamError {
         }
     }
 
+    /// The RFC 9209 `error` type of a gateway error edge generates, for
+    /// its `Proxy-Status`; `None` for answers that are not about reaching
+    /// the next hop (shedding, a slow client body).
+    pub fn proxy_status_error(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Connect(_) => Some("connection_refused"),
+            UpstreamError::Timeout(_) => Some("http_response_timeout"),
+            UpstreamError::Exchange(_) => Some("http_response_incomplete"),
+            UpstreamError::NoEndpoint => Some("destination_unavailable"),
+            UpstreamError::Injected(_) => Some("proxy_internal_error"),
+            UpstreamError::Shed | UpstreamError::ClientBody(_) => None,
+        }
+    }
+
     /// The answer the client receives. An injected reset is marked
     /// [`ResetConnection`]: the connection closes without sending it.
     pub fn client_response(&self) -> http::Response<crate::body::ProxyBody> {

@@ -122,8 +122,11 @@ const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// written and reloaded.
 const BROKEN_ROUND: u32 = 5;
 
-/// Rounds a run must reach: a reload every 2 s for most of 20 s.
-const MIN_ROUNDS: u32 = 8;
+/// Rounds a run must reach. A reload every 2 s fits 9 in 20 s; a round
+/// whose checks wait on a stalled 2-core CI machine delays the next tick,
+/// so the floor leaves room for ~6 s of such stalls while still reloading
+/// well past the broken file (round 5).
+const MIN_ROUNDS: u32 = 6;
 
 /// A round checks that wrk's requests follow the moved pool, so the last
 /// reload comes at least this long before wrk stops (its requests take

@@ -144,3 +144,59 @@ async fn edges_route_around_dead_shields_without_a_failed_request() {
     }
     assert!(fallbacks(&edge, "unreachable").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_errors_pass_through_shields_and_shield_gateway_errors_go_around() {
+    let origin = Origin::start();
+    let good = shield("shield-1", &origin);
+    let front = edge("edge-1", &origin, &[good.addr()]);
+
+    // The origin's own 500s and 502s come back as they are, and do not
+    // count against the shield that relayed them.
+    for i in 0..12 {
+        let status = if i % 2 == 0 { 500 } else { 502 };
+        let answer = get(front.addr(), &format!("/err-{i}?status={status}")).await;
+        assert_eq!(answer.status(), status);
+        assert_eq!(
+            origin.hits(&format!("/err-{i}")),
+            1,
+            "no second try around the shield"
+        );
+    }
+    assert_eq!(fallbacks(&front, "gateway_error").await, 0.0);
+    let status = get(front.admin(), "/status").await.text();
+    assert!(
+        !status.contains("\"ejected\":true"),
+        "the shield stays in: {status}"
+    );
+    assert!(
+        !status.contains("\"breaker\":\"open\""),
+        "its breaker stays closed: {status}"
+    );
+
+    // A shield whose origin is unreachable says so (Proxy-Status), and the
+    // edge, which can reach the origin, goes around it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let cut_off = EdgeProcess::start(
+        edge_bin(),
+        &config(&[dead_addr], "")
+            .replace("id = \"edge-test\"", "id = \"shield-2\"\nrole = \"shield\""),
+    );
+    let around = edge("edge-2", &origin, &[cut_off.addr()]);
+    let direct = get(cut_off.addr(), "/probe").await;
+    assert_eq!(direct.status(), 502);
+    assert!(
+        direct
+            .header("proxy-status")
+            .unwrap_or_default()
+            .contains("error="),
+        "{:?}",
+        direct.header("proxy-status")
+    );
+    let answer = get(around.addr(), &object("around")).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(origin.hits("/around"), 1);
+    assert_eq!(fallbacks(&around, "gateway_error").await, 1.0);
+}

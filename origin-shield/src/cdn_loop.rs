@@ -34,7 +34,7 @@ fn cdn_ids(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Splits a list value at commas that are outside quoted strings.
-fn members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(value);
     std::iter::from_fn(move || {
         let text = rest?;
@@ -57,7 +57,7 @@ fn members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn trim_ows(s: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
     let end = s.iter().rposition(|b| !is_ows(b)).map_or(start, |e| e + 1);

@@ -398,7 +398,7 @@ impl Fetch {
                         Outcome::StaleOnError,
                     );
                 }
-                return error_response(&error);
+                return self.upstream.error_response(&error);
             }
         };
         let status = response.status();
@@ -617,7 +617,7 @@ impl Fetch {
             .await
         {
             Ok(response) => self.relay(response, &self.cache.status(member)),
-            Err(error) => error_response(&error),
+            Err(error) => self.upstream.error_response(&error),
         }
     }
 
@@ -643,7 +643,7 @@ impl Fetch {
             .await
         {
             Ok(response) => self.relay(response, &member),
-            Err(error) => error_response(&error),
+            Err(error) => self.upstream.error_response(&error),
         }
     }
 
@@ -735,10 +735,6 @@ fn append_cache_status(headers: &mut HeaderMap, member: &str) {
     if let Ok(value) = value {
         headers.insert(CACHE_STATUS, value);
     }
-}
-
-fn error_response(error: &UpstreamError) -> Response<ProxyBody> {
-    error.client_response()
 }
 
 /// Whether a flight's response may answer this request (its Vary matches).

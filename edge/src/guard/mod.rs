@@ -11,7 +11,8 @@
 //!
 //! A site without `rate_limit` costs a request one branch; a node without
 //! any has no table at all. A config reload keeps the table (and so every
-//! client's count) unless `rate_limit_clients` changed; clients are
+//! client's count) unless `rate_limit_clients` changed or no site limits
+//! any more; clients are
 //! counted per site by the site's first host, so adding or removing other
 //! sites leaves their counts alone.
 
@@ -90,9 +91,9 @@ impl RateLimits {
         let wanted = config.sites.iter().any(|s| s.rate_limit.is_some());
         let configured = config.limits.rate_limit_clients;
         let counts = match previous.map(|p| &p.counts) {
-            Some(counts)
-                if counts.configured == configured && (counts.table.is_some() || !wanted) =>
-            {
+            // The same table size, and a table wanted: keep every count.
+            // A reload that drops the last limit frees the table.
+            Some(counts) if wanted && counts.table.is_some() && counts.configured == configured => {
                 counts.clone()
             }
             previous => Arc::new(Counts {
@@ -190,7 +191,7 @@ impl RateLimits {
 
     /// Whether any site limits anything.
     pub fn enabled(&self) -> bool {
-        self.sites.iter().any(Option::is_some)
+        self.counts.table.is_some()
     }
 }
 
