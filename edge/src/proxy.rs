@@ -664,11 +664,14 @@ impl Upstream {
             && edge_shield::hop::takes_shield_hop(method.as_str(), !body.is_end_stream())
         {
             let shield = &pipeline.pools[*shield];
+            let target = Target {
+                hop: Hop::Shield,
+                pool: shield,
+                client,
+            };
             let answer = self
                 .send_to(
-                    Hop::Shield,
-                    shield,
-                    client,
+                    target,
                     method.clone(),
                     path_and_query,
                     headers.clone(),
@@ -696,16 +699,13 @@ impl Upstream {
                 }
             }
         }
-        self.send_to(
-            Hop::Origin,
+        let target = Target {
+            hop: Hop::Origin,
             pool,
-            &self.client,
-            method,
-            path_and_query,
-            headers,
-            body,
-        )
-        .await
+            client: &self.client,
+        };
+        self.send_to(target, method, path_and_query, headers, body)
+            .await
     }
 
     /// The answer the client gets for `error`, with a `Proxy-Status`
@@ -724,24 +724,22 @@ impl Upstream {
 
     /// Sends to one pool: within its adaptive concurrency limit (load
     /// shedding), with its retries.
-    #[allow(clippy::too_many_arguments)]
     async fn send_to(
         &self,
-        hop: Hop,
-        pool: &OriginPool,
-        client: &UpstreamClient,
+        target: Target<'_>,
         method: Method,
         path_and_query: &PathAndQuery,
         headers: HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let pool = target.pool;
         // Load shedding: over the pool's adaptive limit, fail fast.
         let admitted = match &pool.adaptive {
             Some(limit) => Some(limit.try_acquire(pool.now()).ok_or(UpstreamError::Shed)?),
             None => None,
         };
         let result = self
-            .send_attempts(hop, pool, client, method, path_and_query, headers, body)
+            .send_attempts(target, method, path_and_query, headers, body)
             .await;
         if let (Some(limit), Some(admitted)) = (&pool.adaptive, admitted) {
             match &result {
@@ -760,17 +758,15 @@ impl Upstream {
 
     /// The attempts of [`Upstream::send`]: pick, send, and retry on another
     /// endpoint while allowed.
-    #[allow(clippy::too_many_arguments)]
     async fn send_attempts(
         &self,
-        hop: Hop,
-        pool: &OriginPool,
-        client: &UpstreamClient,
+        target: Target<'_>,
         method: Method,
         path_and_query: &PathAndQuery,
         headers: HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let Target { hop, pool, client } = target;
         let mut headers = headers;
         let key = pool
             .hashed
@@ -936,6 +932,14 @@ thread_local! {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     }));
+}
+
+/// Where one hop's attempts go: a pool and this worker's client for it.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    hop: Hop,
+    pool: &'a OriginPool,
+    client: &'a UpstreamClient,
 }
 
 /// Which hop a request is sent on: they judge answers differently.
