@@ -118,8 +118,12 @@ async fn run(spec: WorkerSpec) {
             Some(WorkerCommand::Close(id)) => {
                 open.remove(&id);
             }
-            // The node is gone without a drain: nothing more will come.
-            None => stopping(&mut shutdown).await,
+            // The node dropped its command channels: nothing more will
+            // come; serve what is open until the drain.
+            None => {
+                stopping(&mut shutdown).await;
+                break;
+            }
         }
     }
     drop(alive);
