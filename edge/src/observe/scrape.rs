@@ -23,27 +23,55 @@ pub fn render(handle: &PrometheusHandle, pipeline: &Pipeline) -> String {
     handle.render()
 }
 
+/// One cache tier's figures, as the per-tier series report them.
+struct Tier {
+    name: &'static str,
+    objects: u64,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    evictions: u64,
+}
+
+impl Tier {
+    fn export(&self) {
+        let tier = self.name;
+        gauge!("edge_cache_objects", "tier" => tier).set(self.objects as f64);
+        gauge!("edge_cache_bytes", "tier" => tier).set(self.bytes as f64);
+        counter!("edge_cache_lookups_total", "tier" => tier, "result" => "hit").absolute(self.hits);
+        counter!("edge_cache_lookups_total", "tier" => tier, "result" => "miss")
+            .absolute(self.misses);
+        counter!("edge_cache_inserts_total", "tier" => tier).absolute(self.inserts);
+        counter!("edge_cache_evictions_total", "tier" => tier).absolute(self.evictions);
+    }
+}
+
 fn cache(pipeline: &Pipeline) {
     let stats = pipeline.cache().stats();
     let memory = &stats.memory;
-    gauge!("edge_cache_objects", "tier" => "memory").set(memory.objects as f64);
-    gauge!("edge_cache_bytes", "tier" => "memory").set(memory.bytes as f64);
-    counter!("edge_cache_lookups_total", "tier" => "memory", "result" => "hit")
-        .absolute(memory.hits);
-    counter!("edge_cache_lookups_total", "tier" => "memory", "result" => "miss")
-        .absolute(memory.misses);
-    counter!("edge_cache_inserts_total", "tier" => "memory").absolute(memory.inserts);
-    counter!("edge_cache_evictions_total", "tier" => "memory").absolute(memory.evictions);
+    Tier {
+        name: "memory",
+        objects: memory.objects,
+        bytes: memory.bytes,
+        hits: memory.hits,
+        misses: memory.misses,
+        inserts: memory.inserts,
+        evictions: memory.evictions,
+    }
+    .export();
     if let Some(disk) = &stats.disk {
         let store = &disk.store;
-        gauge!("edge_cache_objects", "tier" => "disk").set(store.objects as f64);
-        gauge!("edge_cache_bytes", "tier" => "disk").set(store.bytes as f64);
-        counter!("edge_cache_lookups_total", "tier" => "disk", "result" => "hit")
-            .absolute(disk.hits);
-        counter!("edge_cache_lookups_total", "tier" => "disk", "result" => "miss")
-            .absolute(disk.misses);
-        counter!("edge_cache_inserts_total", "tier" => "disk").absolute(store.inserts);
-        counter!("edge_cache_evictions_total", "tier" => "disk").absolute(store.evictions);
+        Tier {
+            name: "disk",
+            objects: store.objects,
+            bytes: store.bytes,
+            hits: disk.hits,
+            misses: disk.misses,
+            inserts: store.inserts,
+            evictions: store.evictions,
+        }
+        .export();
         counter!("edge_cache_disk_corrupt_total").absolute(store.corrupt);
         counter!("edge_cache_disk_write_failures_total").absolute(store.write_failures);
         counter!("edge_cache_purged_total", "tier" => "disk").absolute(store.purged);
