@@ -118,19 +118,9 @@ async fn runtime_rules_are_set_and_removed_through_the_admin_api() {
         listed.contains("\"active\":true") && listed.contains("\"source\":\"runtime\""),
         "{listed}"
     );
-    let metrics = send(
-        edge.admin(),
-        request("GET", "/metrics").body(empty()).unwrap(),
-    )
-    .await
-    .text();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("edge_faults_injected_total")
-                && l.contains("kind=\"abort\"")
-                && l.ends_with(" 10")),
-        "{metrics}"
+    assert_eq!(
+        metric(&edge, "edge_faults_injected_total", &[("kind", "abort")]).await,
+        Some(10.0)
     );
 
     // Removing the rule restores full success.

@@ -203,21 +203,14 @@ async fn a_full_disk_turns_disk_writes_off_and_requests_keep_succeeding() {
         "logged once"
     );
     // And counted in the metrics.
-    let metrics = send(
-        edge.admin(),
-        request("GET", "/metrics").body(empty()).unwrap(),
-    )
-    .await
-    .text();
-    let failures: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("edge_cache_disk_write_failures_total "))
-        .expect("the failed-writes counter is exported")
-        .trim()
-        .parse()
-        .unwrap();
+    let failures = metric(&edge, "edge_cache_disk_write_failures_total", &[])
+        .await
+        .expect("the failed-writes counter is exported");
     assert!(failures >= 1.0, "{failures}");
-    assert!(metrics.contains("edge_cache_disk_writes_disabled 1"));
+    assert_eq!(
+        metric(&edge, "edge_cache_disk_writes_disabled", &[]).await,
+        Some(1.0)
+    );
 }
 
 /// Temp files (writes in progress) in the store, with their sizes.

@@ -20,18 +20,13 @@ const HOT: &str = "/hot?size=100&header=Cache-Control:max-age=600";
 
 /// The pool's current adaptive limit, from `/metrics`.
 async fn limit(edge: &EdgeProcess) -> f64 {
-    let text = send(
-        edge.admin(),
-        request("GET", "/metrics").body(empty()).unwrap(),
+    metric(
+        edge,
+        "edge_upstream_concurrency_limit",
+        &[("pool", "origin")],
     )
     .await
-    .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("edge_upstream_concurrency_limit{pool=\"origin\"} "))
-        .expect("the limit gauge is exported")
-        .trim()
-        .parse()
-        .unwrap()
+    .expect("the limit gauge is exported")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

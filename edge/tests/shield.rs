@@ -43,13 +43,9 @@ fn object(name: &str) -> String {
 
 /// The sum of `edge_shield_fallbacks_total` samples with `reason`.
 async fn fallbacks(edge: &EdgeProcess, reason: &str) -> f64 {
-    let metrics = get(edge.admin(), "/metrics").await.text();
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("edge_shield_fallbacks_total{"))
-        .filter(|line| line.contains(&format!("reason=\"{reason}\"")))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric(edge, "edge_shield_fallbacks_total", &[("reason", reason)])
+        .await
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

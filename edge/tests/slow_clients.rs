@@ -42,19 +42,9 @@ fn raise_fd_limit() -> u64 {
 
 /// The sum of the samples of counter `name` with label `reason`.
 async fn counter(edge: &EdgeProcess, name: &str, reason: &str) -> f64 {
-    let answer = send(
-        edge.admin(),
-        request("GET", "/metrics").body(empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(answer.status(), 200);
-    let prefix = format!("{name}{{reason=\"{reason}\"}} ");
-    answer
-        .text()
-        .lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .map(|v| v.trim().parse::<f64>().expect("a number"))
-        .sum()
+    metric(edge, name, &[("reason", reason)])
+        .await
+        .unwrap_or(0.0)
 }
 
 /// Polls `cond` every 20 ms until it holds or `deadline` passes.

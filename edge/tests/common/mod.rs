@@ -124,6 +124,27 @@ pub async fn reload(edge: &EdgeProcess, text: &str) -> Answer {
     .await
 }
 
+/// The sum of the `/metrics` samples of series `name` whose labels include
+/// every `(key, value)` of `labels`; `None` when no such series is exported.
+pub async fn metric(edge: &EdgeProcess, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = get(edge.admin(), "/metrics").await.text();
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, "}"));
+        let series_labels: Vec<&str> = series_labels.trim_end_matches('}').split(',').collect();
+        let wanted = labels
+            .iter()
+            .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"").as_str()));
+        if series_name == name && wanted {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().expect("a sample value");
+        }
+    }
+    sum
+}
+
 /// An origin and an edge in front of it with the default test config.
 pub fn edge_with_origin(extra_pool: &str) -> (Origin, EdgeProcess) {
     let origin = Origin::start();
