@@ -126,9 +126,10 @@ impl ConfigReloader {
             .prepare(&config)
             .map_err(|e| format!("{}: {e:#}", path.display()))?;
         let dns = Dns::start(&config).map_err(|e| format!("{e:#}"))?;
+        let endpoints = dns.specs();
         let pipeline = Pipeline::new(
             &config,
-            &dns.specs(),
+            &endpoints,
             self.access_log.clone(),
             self.cache.clone(),
             Some(&self.current.load()),
@@ -136,7 +137,7 @@ impl ConfigReloader {
         .map_err(|e| format!("{e:#}"))?;
         let pipeline = Arc::new(pipeline);
         // Committed from here: carried-over pools take the new addresses.
-        pipeline.follow_endpoints(&dns.specs());
+        pipeline.follow_endpoints(&endpoints);
         self.current.store(pipeline.clone());
         let bound = self.frontend.apply(listeners, &config);
         self.info.update(&config, &bound);
