@@ -1,7 +1,7 @@
 //! A running node: loads every certificate, opens the access log and binds
 //! every socket up front (so a bad file or address fails start-up, not a
-//! worker later), starts the workers and the admin thread, reloads
-//! certificates on SIGHUP, reopens the access log on SIGUSR1, and on
+//! worker later), starts the workers and the admin thread, reloads the
+//! config and certificates on SIGHUP, reopens the access log on SIGUSR1, and on
 //! SIGTERM/SIGINT drains the workers and flushes the log.
 
 use std::net::SocketAddr;
@@ -47,7 +47,7 @@ pub struct StopSignals {
 /// A signal that asks a running node to do something other than stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// SIGHUP: re-read certificates.
+    /// SIGHUP: re-read the config file and certificates.
     Reload,
     /// SIGUSR1: reopen the access log file (after logrotate moved it).
     ReopenLogs,
@@ -85,7 +85,7 @@ impl StopSignals {
                     _ = term.recv() => break tracing::info!("SIGTERM received: draining"),
                     _ = int.recv() => break tracing::info!("SIGINT received: draining"),
                     _ = hup.recv() => {
-                        tracing::info!("SIGHUP received: reloading certificates");
+                        tracing::info!("SIGHUP received: reloading the config and certificates");
                         on_control(Control::Reload);
                     }
                     _ = usr1.recv() => {
